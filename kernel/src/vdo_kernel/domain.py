@@ -1,0 +1,476 @@
+"""The Job aggregate: its events and the pipeline's rules, pure and without I/O.
+
+A job moves through phases (planning, building, testing, reviewing, sandboxing). Each phase is
+made of one or more *steps*, and each step is done by exactly one service. A step is bracketed by
+``StepStarted`` and ``StepFinished`` (or ``StepFailed``); what follows a finished step (the next
+step, a new attempt, the end of the job) is decided here, once, and recorded in the same
+transaction as the step's result.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+JSON = dict[str, Any]
+
+
+class Phase(enum.StrEnum):
+    PLANNING = "planning"
+    BUILDING = "building"
+    TESTING = "testing"
+    REVIEWING = "reviewing"
+    SANDBOXING = "sandboxing"
+
+
+class Step(enum.StrEnum):
+    """A unit of work done by one service. Values are stable: they appear in stored events."""
+
+    PLAN = "plan"
+    BUILD = "build"
+    WRITE_TESTS = "write_tests"
+    RUN_TESTS = "run_tests"
+    REVIEW = "review"
+    SANDBOX_RUN = "sandbox_run"
+
+
+class Status(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Outcome(enum.StrEnum):
+    """How a finished step went. ``OK`` moves on; the others are verdicts the rules act on."""
+
+    OK = "ok"
+    PASSED = "passed"
+    FAILED = "failed"
+    APPROVED = "approved"
+    CHANGES_REQUESTED = "changes_requested"
+    UP = "up"
+    DOWN = "down"
+
+
+STEP_PHASE: dict[Step, Phase] = {
+    Step.PLAN: Phase.PLANNING,
+    Step.BUILD: Phase.BUILDING,
+    Step.WRITE_TESTS: Phase.TESTING,
+    Step.RUN_TESTS: Phase.TESTING,
+    Step.REVIEW: Phase.REVIEWING,
+    Step.SANDBOX_RUN: Phase.SANDBOXING,
+}
+
+# The order steps run in within one attempt. Planning happens once, before attempt 1's build.
+PIPELINE: tuple[Step, ...] = (
+    Step.PLAN,
+    Step.BUILD,
+    Step.WRITE_TESTS,
+    Step.RUN_TESTS,
+    Step.REVIEW,
+    Step.SANDBOX_RUN,
+)
+
+# Verdicts that send the job back to the builder with feedback (or fail it when out of attempts).
+REJECTING_OUTCOMES: dict[Step, Outcome] = {
+    Step.RUN_TESTS: Outcome.FAILED,
+    Step.REVIEW: Outcome.CHANGES_REQUESTED,
+    Step.SANDBOX_RUN: Outcome.DOWN,
+}
+
+ALLOWED_OUTCOMES: dict[Step, frozenset[Outcome]] = {
+    Step.PLAN: frozenset({Outcome.OK}),
+    Step.BUILD: frozenset({Outcome.OK}),
+    Step.WRITE_TESTS: frozenset({Outcome.OK}),
+    Step.RUN_TESTS: frozenset({Outcome.PASSED, Outcome.FAILED}),
+    Step.REVIEW: frozenset({Outcome.APPROVED, Outcome.CHANGES_REQUESTED}),
+    Step.SANDBOX_RUN: frozenset({Outcome.UP, Outcome.DOWN}),
+}
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 20_000
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPTS_LIMIT = 10
+
+
+class DomainError(Exception):
+    """A command the job's rules refuse (the caller gets a clear message, nothing is written)."""
+
+
+def step_key(job_id: UUID, step: Step, attempt: int) -> str:
+    """Deterministic key of one side effect: the same step of the same attempt of the same job."""
+    return f"{job_id}:{step.value}:{attempt}"
+
+
+@dataclass(frozen=True)
+class Due:
+    """The work the rules say is due now."""
+
+    step: Step
+    attempt: int
+
+    @property
+    def phase(self) -> Phase:
+        return STEP_PHASE[self.step]
+
+
+@dataclass
+class StepRecord:
+    """What the job remembers of one step of one attempt (for the rules and the read side)."""
+
+    started: bool = False
+    resumed: int = 0
+    outcome: Outcome | None = None
+    summary: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    details: JSON = field(default_factory=dict)
+    failed_reason: str | None = None
+
+
+class Job(Aggregate):
+    """One submitted software job. Every change to it is one of the events below."""
+
+    class Event(Aggregate.Event):
+        """The common envelope: job id, version and time come from the base class."""
+
+        correlation_id: str
+        causation_id: str
+
+    class Submitted(Event, Aggregate.Created):
+        title: str
+        description: str
+        max_attempts: int
+        budget_usd: float
+        submitted_by: str
+
+    class AttemptStarted(Event):
+        attempt: int
+        reason: str
+        feedback: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            job.attempt = self.attempt
+            job.feedback.append(self.feedback)
+
+    class StepStarted(Event):
+        step: str
+        phase: str
+        attempt: int
+        key: str
+        worker: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            job.status = Status.RUNNING
+            job.step_record(self.step, self.attempt).started = True
+
+    class StepResumed(Event):
+        """The step was started before but its result was never recorded (a crash or a
+        redelivery); it is being done again, and says so."""
+
+        step: str
+        attempt: int
+        key: str
+        worker: str
+        reason: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            _job(aggregate).step_record(self.step, self.attempt).resumed += 1
+
+    class StepFinished(Event):
+        step: str
+        phase: str
+        attempt: int
+        outcome: str
+        summary: str
+        artifacts: dict[str, str]
+        details: dict[str, Any]
+
+        def apply(self, aggregate: Aggregate) -> None:
+            rec = _job(aggregate).step_record(self.step, self.attempt)
+            rec.outcome = Outcome(self.outcome)
+            rec.summary = self.summary
+            rec.artifacts = dict(self.artifacts)
+            rec.details = dict(self.details)
+
+    class StepFailed(Event):
+        step: str
+        phase: str
+        attempt: int
+        reason: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            _job(aggregate).step_record(self.step, self.attempt).failed_reason = self.reason
+
+    class Completed(Event):
+        attempts: int
+
+        def apply(self, aggregate: Aggregate) -> None:
+            _job(aggregate).status = Status.COMPLETED
+
+    class Failed(Event):
+        reason: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            job.status = Status.FAILED
+            job.finished_reason = self.reason
+
+    class Cancelled(Event):
+        reason: str
+        by: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            job.status = Status.CANCELLED
+            job.finished_reason = self.reason
+
+    # ---- construction -------------------------------------------------------------------
+
+    @classmethod
+    def submit(
+        cls,
+        *,
+        title: str,
+        description: str,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        budget_usd: float = 1.0,
+        submitted_by: str = "anonymous",
+        correlation_id: str | None = None,
+        job_id: UUID | None = None,
+    ) -> Job:
+        title = title.strip()
+        if not title:
+            raise DomainError("title must not be empty")
+        if len(title) > TITLE_MAX:
+            raise DomainError(f"title is longer than {TITLE_MAX} characters")
+        if not description.strip():
+            raise DomainError("description must not be empty")
+        if len(description) > DESCRIPTION_MAX:
+            raise DomainError(f"description is longer than {DESCRIPTION_MAX} characters")
+        if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise DomainError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
+        if not 0 < budget_usd <= 10_000:
+            raise DomainError("budget_usd must be more than 0 and at most 10000")
+        job_id = job_id or uuid4()
+        correlation = correlation_id or str(job_id)
+        return cls._create(
+            cls.Submitted,
+            id=job_id,
+            title=title,
+            description=description,
+            max_attempts=max_attempts,
+            budget_usd=budget_usd,
+            submitted_by=submitted_by,
+            correlation_id=correlation,
+            causation_id=correlation,
+        )
+
+    # The created event's apply runs through __init__ with the event's fields.
+    def __init__(
+        self,
+        title: str,
+        description: str,
+        max_attempts: int,
+        budget_usd: float,
+        submitted_by: str,
+        correlation_id: str,
+        causation_id: str,
+    ) -> None:
+        self.title = title
+        self.description = description
+        self.max_attempts = max_attempts
+        self.budget_usd = budget_usd
+        self.submitted_by = submitted_by
+        self.correlation_id = correlation_id
+        self.status = Status.QUEUED
+        self.attempt = 1
+        self.steps: dict[tuple[Step, int], StepRecord] = {}
+        self.feedback: list[str] = []
+        self.finished_reason: str | None = None
+
+    # ---- queries (the rules) ------------------------------------------------------------
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    def record(self, step: Step, attempt: int | None = None) -> StepRecord:
+        attempt = self.attempt if attempt is None else attempt
+        # Planning is done once, for the whole job; it is filed under attempt 1.
+        if step is Step.PLAN:
+            attempt = 1
+        return self.steps.get((step, attempt), StepRecord())
+
+    def due(self) -> Due | None:
+        """The one step that is due now, or None when the job is finished or waiting."""
+        if self.is_finished:
+            return None
+        for step in PIPELINE:
+            attempt = 1 if step is Step.PLAN else self.attempt
+            rec = self.record(step, attempt)
+            if rec.failed_reason is not None:
+                return None
+            if rec.outcome is None:
+                return Due(step, attempt)
+        return None
+
+    def is_due(self, step: Step) -> Due | None:
+        due = self.due()
+        return due if due is not None and due.step is step else None
+
+    @property
+    def current_phase(self) -> Phase | None:
+        due = self.due()
+        return due.phase if due else None
+
+    # ---- commands -----------------------------------------------------------------------
+
+    def start_step(self, due: Due, *, worker: str, causation_id: str) -> None:
+        self._require_due(due)
+        key = step_key(self.id, due.step, due.attempt)
+        if self.record(due.step, due.attempt).started:
+            self.trigger_event(
+                self.StepResumed,
+                step=due.step.value,
+                attempt=due.attempt,
+                key=key,
+                worker=worker,
+                reason="started before without a recorded result (interrupted or redelivered)",
+                correlation_id=self.correlation_id,
+                causation_id=causation_id,
+            )
+            return
+        self.trigger_event(
+            self.StepStarted,
+            step=due.step.value,
+            phase=due.phase.value,
+            attempt=due.attempt,
+            key=key,
+            worker=worker,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+
+    def finish_step(
+        self,
+        due: Due,
+        *,
+        outcome: Outcome,
+        summary: str,
+        causation_id: str,
+        artifacts: dict[str, str] | None = None,
+        details: JSON | None = None,
+    ) -> None:
+        """Record a step's result and whatever the rules say follows from it."""
+        self._require_due(due)
+        if not self.record(due.step, due.attempt).started:
+            raise DomainError(f"step {due.step} of attempt {due.attempt} was never started")
+        if outcome not in ALLOWED_OUTCOMES[due.step]:
+            raise DomainError(f"outcome {outcome} is not a result of step {due.step}")
+        self.trigger_event(
+            self.StepFinished,
+            step=due.step.value,
+            phase=due.phase.value,
+            attempt=due.attempt,
+            outcome=outcome.value,
+            summary=summary,
+            artifacts=dict(artifacts or {}),
+            details=dict(details or {}),
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+        if REJECTING_OUTCOMES.get(due.step) is outcome:
+            if self.attempt < self.max_attempts:
+                self.trigger_event(
+                    self.AttemptStarted,
+                    attempt=self.attempt + 1,
+                    reason=f"{due.step.value} {outcome.value}",
+                    feedback=summary,
+                    correlation_id=self.correlation_id,
+                    causation_id=causation_id,
+                )
+            else:
+                self.trigger_event(
+                    self.Failed,
+                    reason=(
+                        f"{due.step.value} {outcome.value} on the last attempt "
+                        f"({self.attempt} of {self.max_attempts}): {summary}"
+                    ),
+                    correlation_id=self.correlation_id,
+                    causation_id=causation_id,
+                )
+        elif self.due() is None:
+            self.trigger_event(
+                self.Completed,
+                attempts=self.attempt,
+                correlation_id=self.correlation_id,
+                causation_id=causation_id,
+            )
+
+    def fail_step(self, due: Due, *, reason: str, causation_id: str) -> None:
+        """The step could not be done at all (not a verdict): the job fails with the reason."""
+        self._require_due(due)
+        self.trigger_event(
+            self.StepFailed,
+            step=due.step.value,
+            phase=due.phase.value,
+            attempt=due.attempt,
+            reason=reason,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+        self.trigger_event(
+            self.Failed,
+            reason=f"{due.phase.value} failed: {reason}",
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+
+    def cancel(self, *, reason: str, by: str, causation_id: str) -> None:
+        if self.is_finished:
+            raise DomainError(f"job is already {self.status}")
+        self.trigger_event(
+            self.Cancelled,
+            reason=reason,
+            by=by,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+
+    def _require_due(self, due: Due) -> None:
+        if self.is_due(due.step) != due:
+            raise DomainError(
+                f"step {due.step} of attempt {due.attempt} is not due (job is {self.status})"
+            )
+
+    def step_record(self, step: str, attempt: int) -> StepRecord:
+        """The mutable record of a step, for the events' ``apply`` methods."""
+        key = (Step(step), 1 if step == Step.PLAN else attempt)
+        return self.steps.setdefault(key, StepRecord())
+
+
+def _job(aggregate: Aggregate) -> Job:
+    assert isinstance(aggregate, Job)
+    return aggregate
+
+
+EVENT_TYPES: dict[str, type[Job.Event]] = {
+    "JobSubmitted": Job.Submitted,
+    "AttemptStarted": Job.AttemptStarted,
+    "StepStarted": Job.StepStarted,
+    "StepResumed": Job.StepResumed,
+    "StepFinished": Job.StepFinished,
+    "StepFailed": Job.StepFailed,
+    "JobCompleted": Job.Completed,
+    "JobFailed": Job.Failed,
+    "JobCancelled": Job.Cancelled,
+}
+EVENT_NAMES: dict[type[Job.Event], str] = {cls: name for name, cls in EVENT_TYPES.items()}

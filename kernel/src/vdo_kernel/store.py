@@ -1,0 +1,239 @@
+"""The event store: the Job aggregate's events in PostgreSQL, through the eventsourcing library.
+
+Positions (the store's notification ids) are gapless: the recorder takes the table's exclusive
+lock (as eventsourcing does, so ids are committed in order) and numbers new events from the
+current maximum instead of a sequence, so a transaction that rolls back leaves no hole.
+Handlers write their new events together with a tracking record of the message they handled,
+in one transaction: a redelivered message then fails on the tracking key and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.sql import SQL, Identifier
+
+from vdo_kernel.domain import EVENT_NAMES, Job
+
+APPLICATION_NAME = "vdo"
+
+
+class JobNotFoundError(LookupError):
+    pass
+
+
+class ConcurrencyError(Exception):
+    """Someone else appended to the job first; reload it and decide again."""
+
+
+class AlreadyHandledError(Exception):
+    """The message's tracking record is already stored: it was handled before."""
+
+
+class GaplessRecorder(PostgresProcessRecorder):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = SQL("{schema}.{table}").format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        self.insert_events_statement = SQL(
+            "INSERT INTO {table} AS t "
+            "(originator_id, originator_version, topic, state, notification_id) "
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state, "
+            "(SELECT COALESCE(MAX(notification_id), 0) FROM {table}) + e.ord "
+            "FROM unnest(%s::{schema}.{stored_event_type}[]) WITH ORDINALITY "
+            "AS e(originator_id, originator_version, topic, state, ord) "
+            "RETURNING notification_id"
+        ).format(
+            table=table,
+            schema=Identifier(self.datastore.schema),
+            stored_event_type=Identifier(self.stored_event_type_name),
+        )
+
+
+class GaplessPostgresFactory(PostgresFactory):
+    process_recorder_class = GaplessRecorder
+
+
+class JobApplication(Application[UUID]):
+    name = APPLICATION_NAME
+
+    def construct_recorder(self) -> Any:
+        # A process recorder, so events can be written with a tracking record.
+        return self.factory.process_recorder()
+
+
+@dataclass(frozen=True)
+class StoredJobEvent:
+    """A stored event with its global position, decoded."""
+
+    position: int
+    job_id: UUID
+    version: int
+    type: str
+    timestamp: datetime
+    correlation_id: str
+    causation_id: str
+    data: dict[str, Any]
+    event: Job.Event
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "job_id": str(self.job_id),
+            "version": self.version,
+            "type": self.type,
+            "timestamp": self.timestamp.isoformat(),
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "data": self.data,
+        }
+
+
+_ENVELOPE = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "correlation_id",
+    "causation_id",
+}
+
+
+def event_data(event: Job.Event) -> dict[str, Any]:
+    """The event's own fields (the envelope left out), as plain JSON values."""
+    return {k: _plain(v) for k, v in event.__dict__.items() if k not in _ENVELOPE}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
+def postgres_env(database_url: str, *, pool_size: int = 5) -> dict[str, str]:
+    params = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": f"{__name__}:{GaplessPostgresFactory.__name__}",
+        "POSTGRES_DBNAME": str(params.get("dbname", "vdo")),
+        "POSTGRES_HOST": str(params.get("host", "127.0.0.1")),
+        "POSTGRES_PORT": str(params.get("port", "5432")),
+        "POSTGRES_USER": str(params.get("user", "postgres")),
+        "POSTGRES_PASSWORD": str(params.get("password", "")),
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        "SINGLE_ROW_TRACKING": "n",
+        "CREATE_TABLE": "y",
+    }
+
+
+class JobStore:
+    """The one way services read and write jobs."""
+
+    def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
+        self.app = JobApplication(env=postgres_env(database_url, pool_size=pool_size))
+        self.recorder: GaplessRecorder = self.app.recorder
+
+    def close(self) -> None:
+        self.app.close()
+
+    # ---- aggregate access -----------------------------------------------------------
+
+    def get(self, job_id: UUID) -> Job:
+        try:
+            job = self.app.repository.get(job_id)
+        except AggregateNotFoundError:
+            raise JobNotFoundError(str(job_id)) from None
+        assert isinstance(job, Job)
+        return job
+
+    def save(self, job: Job, *, tracking: Tracking | None = None) -> list[int]:
+        """Append the job's pending events (and the tracking record) in one transaction;
+        returns the new events' positions."""
+        try:
+            recordings = self.app.events.put(job.collect_events(), tracking=tracking)
+        except IntegrityError as error:
+            if tracking is not None and self.recorder.has_tracking_id(
+                tracking.application_name, tracking.notification_id
+            ):
+                raise AlreadyHandledError(str(tracking)) from error
+            raise ConcurrencyError(f"job {job.id} was changed concurrently") from error
+        return [r.notification.id for r in recordings]
+
+    def is_handled(self, consumer: str, position: int) -> bool:
+        return bool(self.recorder.has_tracking_id(consumer, position))
+
+    # ---- the log --------------------------------------------------------------------
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def read(
+        self, after: int, limit: int = 500, stop: int | None = None
+    ) -> list[StoredJobEvent]:
+        """Events after a position, in order."""
+        notifications = self.recorder.select_notifications(
+            start=after, limit=limit, stop=stop, inclusive_of_start=False
+        )
+        return [self._decode(n.id, n) for n in notifications]
+
+    def job_events(self, job_id: UUID) -> list[StoredJobEvent]:
+        table = SQL("{}.{}").format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.events_table_name),
+        )
+        query = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {} WHERE originator_id = %s ORDER BY originator_version"
+        ).format(table)
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (job_id,))
+            rows = cur.fetchall()
+        from eventsourcing.persistence import StoredEvent
+
+        return [
+            self._decode(
+                row["notification_id"],
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                ),
+            )
+            for row in rows
+        ]
+
+    def _decode(self, position: int, stored: Any) -> StoredJobEvent:
+        event = self.app.mapper.to_domain_event(stored)
+        assert isinstance(event, Job.Event)
+        return StoredJobEvent(
+            position=position,
+            job_id=event.originator_id,
+            version=event.originator_version,
+            type=EVENT_NAMES[type(event)],
+            timestamp=event.timestamp,
+            correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            data=event_data(event),
+            event=event,
+        )
+
+

@@ -1,0 +1,1 @@
+"""VDO planner service."""
