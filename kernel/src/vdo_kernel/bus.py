@@ -1,0 +1,173 @@
+"""The NATS JetStream connection, the event stream and the durable consumers on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from vdo_kernel import logs
+from vdo_kernel.subjects import ALL_EVENTS, HEADER_MSG_ID, HEADER_POSITION, STREAM, event_subject
+
+log = logs.get(__name__)
+
+# Dedupe window for Nats-Msg-Id; the relay also resumes from the stream's last message, so a
+# republish after a long outage is skipped even beyond this window.
+DUPLICATE_WINDOW_SECONDS = 300.0
+
+
+async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Client:
+    """Connect, retrying until the server answers (it may still be starting), then keep
+    reconnecting for ever: a restarted server is picked up again without a restart of ours."""
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    async def on_error(error: Exception) -> None:
+        log.debug("nats error", error=str(error))
+
+    deadline = asyncio.get_running_loop().time() + connect_timeout
+    delay = 0.1
+    while True:
+        try:
+            nc: Client = await nats.connect(
+                url,
+                name=name,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=2,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+                error_cb=on_error,
+            )
+            return nc
+        except Exception as error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"cannot reach NATS at {url}: {error}") from error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[ALL_EVENTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        max_msg_size=4 * 1024 * 1024,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+
+
+async def ensure_consumer(
+    js: JetStreamContext,
+    durable: str,
+    filter_subjects: list[str],
+    *,
+    ack_wait: float,
+    max_ack_pending: int = 1000,
+) -> None:
+    config = ConsumerConfig(
+        durable_name=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+        filter_subjects=filter_subjects if len(filter_subjects) > 1 else None,
+        filter_subject=filter_subjects[0] if len(filter_subjects) == 1 else None,
+    )
+    try:
+        info = await js.consumer_info(STREAM, durable)
+    except NotFoundError:
+        await js.add_consumer(STREAM, config)
+        return
+    current = info.config
+    if (
+        current.filter_subject != config.filter_subject
+        or (current.filter_subjects or None) != config.filter_subjects
+        or current.ack_wait != config.ack_wait
+    ):
+        await js.add_consumer(STREAM, config)
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """A stored event as it travels on the bus (the same shape the API returns)."""
+
+    position: int
+    job_id: UUID
+    version: int
+    type: str
+    timestamp: str
+    correlation_id: str
+    causation_id: str
+    data: dict[str, Any]
+
+    @property
+    def subject(self) -> str:
+        step = self.data.get("step")
+        return event_subject(self.type, step if isinstance(step, str) else None)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "position": self.position,
+                "job_id": str(self.job_id),
+                "version": self.version,
+                "type": self.type,
+                "timestamp": self.timestamp,
+                "correlation_id": self.correlation_id,
+                "causation_id": self.causation_id,
+                "data": self.data,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    def headers(self) -> dict[str, str]:
+        return {HEADER_MSG_ID: str(self.position), HEADER_POSITION: str(self.position)}
+
+    @classmethod
+    def decode(cls, payload: bytes) -> EventMessage:
+        raw = json.loads(payload)
+        if not isinstance(raw, dict):
+            raise ValueError("event message is not a JSON object")
+        return cls(
+            position=int(raw["position"]),
+            job_id=UUID(str(raw["job_id"])),
+            version=int(raw["version"]),
+            type=str(raw["type"]),
+            timestamp=str(raw["timestamp"]),
+            correlation_id=str(raw["correlation_id"]),
+            causation_id=str(raw["causation_id"]),
+            data=dict(raw["data"]),
+        )
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> EventMessage:
+        return cls.decode(json.dumps(raw).encode())

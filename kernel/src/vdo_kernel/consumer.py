@@ -1,0 +1,145 @@
+"""The consumer base: a durable JetStream pull consumer shared by a service's replicas.
+
+Each message is handed to the service's handler; while it works, the message is kept alive
+with `in_progress` so JetStream does not give it to another replica. Success acknowledges it;
+an exception hands it back with a delay, to be redelivered (handlers are idempotent through
+tracking records, so a redelivery after a crash or a lost ack changes nothing twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from vdo_kernel import logs
+from vdo_kernel.bus import EventMessage, ensure_consumer
+from vdo_kernel.subjects import STREAM
+
+log = logs.get(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    message: EventMessage
+    num_delivered: int
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Subscription:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        durable: str,
+        filter_subjects: list[str],
+        handler: Handler,
+        ack_wait: float,
+        concurrency: int,
+    ) -> None:
+        self.js = js
+        self.durable = durable
+        self.filter_subjects = filter_subjects
+        self.handler = handler
+        self.ack_wait = ack_wait
+        self.concurrency = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_consumer(
+            self.js,
+            self.durable,
+            self.filter_subjects,
+            ack_wait=self.ack_wait,
+            max_ack_pending=max(self.concurrency * 4, 64),
+        )
+        psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=STREAM)
+        log.info("consuming", consumer=self.durable, subjects=self.filter_subjects)
+        try:
+            while not stop.is_set():
+                await self._slots.acquire()
+                free = 1 + self._free_slots()
+                try:
+                    msgs = await psub.fetch(batch=free, timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    self._slots.release()
+                    continue
+                except Exception as error:
+                    # Disconnected, or the server is restarting: the client reconnects by
+                    # itself; the durable consumer kept our place.
+                    self._slots.release()
+                    log.debug("fetch failed", consumer=self.durable, error=repr(error))
+                    await asyncio.sleep(0.5)
+                    continue
+                first = True
+                for msg in msgs:
+                    if not first:
+                        await self._slots.acquire()
+                    first = False
+                    task = asyncio.create_task(self._handle(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                if first:  # an empty batch
+                    self._slots.release()
+        finally:
+            # Finish the messages in hand before stopping (a graceful shutdown).
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    def _free_slots(self) -> int:
+        return max(0, self.concurrency - len(self._tasks) - 1)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            await self._process(msg)
+        finally:
+            self._slots.release()
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            message = EventMessage.decode(msg.data)
+        except (ValueError, KeyError, TypeError) as error:
+            # Not ours to fix by retrying: it would fail the same way for ever.
+            log.error("undecodable message dropped", consumer=self.durable, error=str(error))
+            await msg.term()
+            return
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        heartbeat = asyncio.create_task(self._keep_alive(msg))
+        with structlog.contextvars.bound_contextvars(
+            job_id=str(message.job_id),
+            correlation_id=message.correlation_id,
+            position=message.position,
+        ):
+            try:
+                await self.handler(Delivery(message=message, num_delivered=delivered))
+            except Exception:
+                log.exception("handler failed; message handed back", consumer=self.durable)
+                heartbeat.cancel()
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=min(0.5 * delivered, 10.0))
+                return
+            finally:
+                heartbeat.cancel()
+            try:
+                await msg.ack()
+            except Exception:
+                # The work is committed with its tracking record; the redelivery is a no-op.
+                log.warning("ack failed; a redelivery will be skipped", consumer=self.durable)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        interval = max(self.ack_wait / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

@@ -1,0 +1,165 @@
+"""The relay (outbox): publishes every stored event, in order, to the JetStream stream.
+
+Each message's `Nats-Msg-Id` is the event's global position, so a re-publish is dropped by
+the server. On start the relay reads the position of the stream's last message and continues
+after it, so a crash between a commit and its publish only delays that publish. Only one relay
+publishes at a time (a PostgreSQL advisory lock), so running a spare one is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from vdo_kernel import logs
+from vdo_kernel.bus import EventMessage
+from vdo_kernel.settings import Settings
+from vdo_kernel.store import JobStore, StoredJobEvent
+from vdo_kernel.subjects import HEADER_POSITION, STREAM
+
+log = logs.get(__name__)
+
+RELAY_LOCK_KEY = 0x7664_6F5F_7265  # "vdo_re": one relay publishes at a time
+
+
+def to_message(event: StoredJobEvent) -> EventMessage:
+    raw = event.to_json()
+    return EventMessage.from_json(raw)
+
+
+async def last_published_position(js: JetStreamContext) -> int:
+    info = await js.stream_info(STREAM)
+    if not info.state.last_seq:
+        return 0
+    try:
+        msg = await js.get_msg(STREAM, seq=info.state.last_seq)
+    except NotFoundError:
+        return 0
+    headers = msg.headers or {}
+    return int(headers.get(HEADER_POSITION, "0"))
+
+
+class Relay:
+    def __init__(
+        self,
+        store: JobStore,
+        js: JetStreamContext,
+        database_url: str,
+        *,
+        batch_size: int = 500,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.js = js
+        self.database_url = database_url
+        self.batch_size = batch_size
+        self.idle_poll_seconds = idle_poll_seconds
+        self.position = 0
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True
+        ) as conn:
+            await self._become_leader(conn, stop)
+            if stop.is_set():
+                return
+            channel = self.store.recorder.channel_name
+            await conn.execute(f'LISTEN "{channel}"')
+            self.position = await last_published_position(self.js)
+            log.info("relay started", after_position=self.position)
+            while not stop.is_set():
+                sent = await self.publish_pending()
+                if sent == 0:
+                    await self._wait_for_commit(conn, stop)
+
+    async def publish_pending(self) -> int:
+        """Publish every event stored after the last published one; returns how many."""
+        total = 0
+        while True:
+            events = await asyncio.to_thread(self.store.read, self.position, self.batch_size)
+            if not events:
+                return total
+            for event in events:
+                message = to_message(event)
+                try:
+                    await self.js.publish(
+                        message.subject, message.encode(), headers=message.headers(), timeout=10
+                    )
+                except Exception:
+                    # The stream is the record of what went out: ask it where to resume.
+                    log.warning("relay publish failed; resuming from the stream", exc_info=True)
+                    await asyncio.sleep(0.5)
+                    self.position = await self._resume_position()
+                    return total
+                self.position = event.position
+                self.published += 1
+                total += 1
+
+    async def _resume_position(self) -> int:
+        while True:
+            try:
+                return await last_published_position(self.js)
+            except Exception:
+                await asyncio.sleep(0.5)
+
+    async def _wait_for_commit(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        # A NOTIFY arrives with each commit; the timeout is a safety net, not the mechanism.
+        try:
+            async for _ in conn.notifies(timeout=self.idle_poll_seconds, stop_after=1):
+                break
+        except psycopg.OperationalError:
+            raise
+
+    async def _become_leader(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
+        waited = False
+        while not stop.is_set():
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+            row = await cur.fetchone()
+            if row and row[0]:
+                return
+            if not waited:
+                log.info("another relay is publishing; standing by")
+                waited = True
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            except TimeoutError:
+                pass
+
+
+async def run_relay(settings: Settings | None = None) -> None:
+    """The relay process: `python -m vdo_kernel.relay`."""
+    from vdo_kernel.bus import connect, ensure_stream
+    from vdo_kernel.service import stop_on_signals
+
+    settings = settings or Settings()
+    logs.configure("relay", level=settings.log_level, fmt=settings.log_format)
+    nats_url, database_url = settings.require_urls()
+    store = await asyncio.to_thread(JobStore, database_url, pool_size=2)
+    nc = await connect(nats_url, name="relay")
+    js = nc.jetstream()
+    await ensure_stream(js)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    relay = Relay(store, js, database_url)
+    try:
+        while not stop.is_set():
+            try:
+                await relay.run(stop)
+            except (psycopg.OperationalError, OSError) as error:
+                log.warning("relay lost the database; retrying", error=str(error))
+                await asyncio.sleep(1.0)
+    finally:
+        await nc.drain()
+        store.close()
+
+
+def main() -> None:
+    asyncio.run(run_relay())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""The builder service: writes the code for the plan, attempt after attempt."""
+
+import asyncio
+
+from vdo_kernel.domain import Step
+from vdo_kernel.service import run_step_service
+
+from vdo_builder.scripted import build
+
+
+def main() -> None:
+    asyncio.run(run_step_service("builder", {Step.BUILD: build}))
+
+
+if __name__ == "__main__":
+    main()
