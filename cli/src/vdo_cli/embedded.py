@@ -4,10 +4,13 @@ loopback port. Used by `vdo up` and by the tests' fixtures."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -70,6 +73,10 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats.log"
+
     def config_path(self) -> Path:
         return self.data_dir / "nats.conf"
 
@@ -93,17 +100,21 @@ class EmbeddedNats:
 
     def start(self) -> None:
         self.prepare()
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        # The server's own log goes to a file: a pipe nobody reads would fill up and stall it.
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                preexec_fn=die_with_parent,  # noqa: PLW1509
+            )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"nats-server exited at start: {err.strip()}")
+                raise RuntimeError(f"nats-server exited at start: {_tail(self.log_path)}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
@@ -132,6 +143,10 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "postgres.log"
 
     @property
     def pgdata(self) -> Path:
@@ -168,7 +183,26 @@ class EmbeddedPostgres:
                 user=user,
                 cwd=self.data_dir,
             )
-        # A server killed hard leaves its pid file; postgres itself checks that the pid is gone.
+        self._stop_orphan()
+
+    def _stop_orphan(self) -> None:
+        """A supervisor killed hard may leave its PostgreSQL running on this data directory;
+        stop it cleanly so this start can own the data."""
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return
+        if not cmdline or not cmdline[0].endswith(b"postgres") or str(self.pgdata).encode() not in cmdline:
+            return
+        os.kill(pid, 2)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def command(self) -> list[str]:
         cmd = [
@@ -191,13 +225,14 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         self.prepare()
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=self.data_dir,
-            **_as_user(self._run_as()),
-        )
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                cwd=self.data_dir,
+                **_as_user(self._run_as()),
+            )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
@@ -206,8 +241,7 @@ class EmbeddedPostgres:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise RuntimeError(f"postgres exited at start: {err.strip()}")
+                raise RuntimeError(f"postgres exited at start: {_tail(self.log_path)}")
             try:
                 with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
                     exists = conn.execute(
@@ -225,6 +259,20 @@ class EmbeddedPostgres:
         # SIGINT is PostgreSQL's "fast shutdown": roll back, checkpoint, exit cleanly.
         _terminate(self.process, signal_number=2)
         self.process = None
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def die_with_parent() -> None:
+    """The server gets SIGTERM if its starter dies, so it is never left running on its own."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _as_user(user: str | None) -> dict[str, Any]:

@@ -37,7 +37,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
     reconnecting for ever: a restarted server is picked up again without a restart of ours."""
 
     async def on_disconnect() -> None:
-        log.warning("nats disconnected")
+        log.info("nats disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")

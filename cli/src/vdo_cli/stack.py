@@ -1,0 +1,343 @@
+"""The whole stack on one machine: embedded NATS and PostgreSQL (unless external URLs are
+set), then every service as its own supervised process, with their output merged.
+
+A service that exits unexpectedly is restarted (and the supervisor says so); Ctrl-C stops the
+services first, then the servers. While the stack runs, `<VDO_HOME>/stack.json` says where its
+parts listen, for the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent
+from vdo_kernel.settings import Settings
+
+# In start order: the relay first (nothing reaches a service before it runs), the gateway last.
+SERVICE_MODULES: dict[str, str] = {
+    "relay": "vdo_kernel.relay",
+    "projector": "vdo_projector",
+    "planner": "vdo_planner",
+    "builder": "vdo_builder",
+    "tester": "vdo_tester",
+    "reviewer": "vdo_reviewer",
+    "sandbox": "vdo_sandbox",
+    "gateway": "vdo_gateway",
+}
+ALL_SERVICES: tuple[str, ...] = tuple(SERVICE_MODULES)
+
+Echo = Callable[[str], None]
+
+
+def _echo_stdout(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    command: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    crashes_in_a_row: int = 0
+    next_start: float = 0.0
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class Stack:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        services: Sequence[str] = ALL_SERVICES,
+        durable: bool = True,
+        echo: Echo | None = _echo_stdout,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        unknown = set(services) - set(SERVICE_MODULES)
+        if unknown:
+            raise ValueError(f"unknown services: {', '.join(sorted(unknown))}")
+        self.settings = settings
+        self.services = [s for s in SERVICE_MODULES if s in services]
+        self.durable = durable
+        self.echo = echo
+        self.extra_env = dict(extra_env or {})
+        self.home = settings.home
+        self.nats: EmbeddedNats | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.procs: dict[str, ServiceProcess] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.events: list[str] = []  # what the supervisor did (restarts), for tests and logs
+
+    # ---- where things are -----------------------------------------------------------
+
+    @property
+    def nats_url(self) -> str:
+        url = self.settings.nats_url or (self.nats.url if self.nats else None)
+        if url is None:
+            raise RuntimeError("the stack is not started")
+        return url
+
+    @property
+    def database_url(self) -> str:
+        url = self.settings.database_url or (self.postgres.url if self.postgres else None)
+        if url is None:
+            raise RuntimeError("the stack is not started")
+        return url
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def info_path(self) -> Path:
+        return self.home / "stack.json"
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def start(self, *, wait_healthy: bool = True, timeout: float = 60.0) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._say("stack", f"data directory {self.home}")
+        if self.settings.database_url:
+            self._say("stack", "using external PostgreSQL (VDO_DATABASE_URL)")
+        else:
+            self.postgres = EmbeddedPostgres(self.home / "postgres", durable=self.durable)
+            self.postgres.start()
+            self._say("stack", f"embedded PostgreSQL on 127.0.0.1:{self.postgres.port}")
+        if self.settings.nats_url:
+            self._say("stack", "using external NATS (VDO_NATS_URL)")
+        else:
+            self.nats = EmbeddedNats(self.home / "nats")
+            self.nats.start()
+            self._say("stack", f"embedded NATS (JetStream) on 127.0.0.1:{self.nats.port}")
+        self._prepare_storage()
+        self.info_path.write_text(
+            json.dumps(
+                {
+                    "nats_url": self.nats_url,
+                    "database_url": self.database_url,
+                    "gateway_url": self.gateway_url,
+                    "pid": os.getpid(),
+                },
+                indent=2,
+            )
+        )
+        for name in self.services:
+            proc = ServiceProcess(name, [sys.executable, "-m", SERVICE_MODULES[name]])
+            self.procs[name] = proc
+            self._spawn(proc)
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        self._supervisor.start()
+        if wait_healthy and "gateway" in self.services:
+            self.wait_healthy(timeout)
+
+    def _prepare_storage(self) -> None:
+        """Create the event store's tables and the stream before any service starts."""
+        from vdo_kernel.bus import connect, ensure_stream
+        from vdo_kernel.store import JobStore
+
+        store = JobStore(self.database_url, pool_size=1)
+        store.close()
+
+        async def stream() -> None:
+            nc = await connect(self.nats_url, name="vdo-stack", connect_timeout=20)
+            try:
+                await ensure_stream(nc.jetstream())
+            finally:
+                await nc.close()
+
+        asyncio.run(stream())
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "VDO_HOME": str(self.home),
+                "VDO_NATS_URL": self.nats_url,
+                "VDO_DATABASE_URL": self.database_url,
+                "VDO_HOST": self.settings.host,
+                "VDO_PORT": str(self.settings.port),
+                "VDO_ACK_WAIT_SECONDS": str(self.settings.ack_wait_seconds),
+                "VDO_LOG_FORMAT": self.settings.log_format
+                if self.settings.log_format != "auto"
+                else ("console" if sys.stdout.isatty() else "json"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, proc: ServiceProcess) -> None:
+        popen = subprocess.Popen(
+            proc.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self._env(),
+            # Own session: Ctrl-C reaches only the supervisor, which stops services in order.
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+        )
+        proc.popen = popen
+        proc.started_at = time.monotonic()
+        assert popen.stdout is not None
+        reader = threading.Thread(
+            target=self._pump, args=(proc.name, popen.stdout), daemon=True
+        )
+        reader.start()
+        proc.readers.append(reader)
+
+    def _pump(self, name: str, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self._say(name, raw.decode("utf-8", errors="replace").rstrip())
+        stream.close()
+
+    def _say(self, name: str, line: str) -> None:
+        if self.echo is not None:
+            self.echo(f"{name:<10}| {line}")
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(0.1):
+            with self._lock:
+                for proc in self.procs.values():
+                    self._check(proc)
+
+    def _check(self, proc: ServiceProcess) -> None:
+        if proc.popen is None:
+            if time.monotonic() >= proc.next_start:
+                self._spawn(proc)
+            return
+        code = proc.popen.poll()
+        if code is None:
+            if time.monotonic() - proc.started_at > 30:
+                proc.crashes_in_a_row = 0
+            return
+        if self._stopping.is_set():
+            return
+        proc.restarts += 1
+        proc.crashes_in_a_row += 1
+        # Back off when a service keeps crashing at start, so the log stays readable.
+        delay = min(0.2 * 2 ** (proc.crashes_in_a_row - 1), 5.0)
+        message = f"{proc.name} exited with code {code}; restarting in {delay:.1f}s " f"(restart {proc.restarts})"
+        self.events.append(message)
+        self._say("stack", message)
+        proc.popen = None
+        proc.next_start = time.monotonic() + delay
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.gateway_url}/api/health", timeout=2)
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text[:200]}"
+            except httpx.HTTPError as error:
+                last = str(error)
+            time.sleep(0.2)
+        raise RuntimeError(f"the stack did not become healthy in {timeout:g}s: {last}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+        with self._lock:
+            live = [p for p in self.procs.values() if p.popen and p.popen.poll() is None]
+            # The gateway first (no new work), the relay last (publishes what was committed).
+            for proc in reversed(live):
+                assert proc.popen is not None
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for proc in live:
+                assert proc.popen is not None
+                try:
+                    proc.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._say("stack", f"{proc.name} did not stop in time; killing it")
+                    proc.popen.kill()
+                    proc.popen.wait()
+            for proc in self.procs.values():
+                for reader in proc.readers:
+                    reader.join(timeout=2)
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        self.info_path.unlink(missing_ok=True)
+        self._say("stack", "stopped")
+
+    # ---- for tests and operators ----------------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send a signal to one service (the supervisor restarts it); returns the old pid."""
+        with self._lock:
+            proc = self.procs[name]
+            if proc.popen is None:
+                raise RuntimeError(f"{name} is not running")
+            pid = proc.popen.pid
+            proc.popen.send_signal(sig)
+            return pid
+
+    def pid(self, name: str) -> int | None:
+        popen = self.procs[name].popen
+        return popen.pid if popen and popen.poll() is None else None
+
+    def restart_nats(self, down_seconds: float = 1.0) -> None:
+        if self.nats is None:
+            raise RuntimeError("NATS is external; restart it where it runs")
+        self.nats.stop()
+        time.sleep(down_seconds)
+        self.nats.start()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def run_stack(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> int:
+    """`vdo up`: run until Ctrl-C or SIGTERM, then stop everything cleanly."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    stack = Stack(settings, services=tuple(services))
+    try:
+        stack.start()
+    except Exception as error:
+        _echo_stdout(f"stack     | could not start: {error}")
+        stack.stop()
+        return 1
+    _echo_stdout(
+        f"stack     | VDO is up: {stack.gateway_url}  (Ctrl-C stops it; "
+        "no AI provider configured: phases use the built-in scripted model)"
+    )
+    stop.wait()
+    _echo_stdout("stack     | stopping...")
+    stack.stop()
+    return 0
