@@ -81,7 +81,19 @@ class StepRunner:
         if await asyncio.to_thread(self.store.is_handled, self.consumer, message.position):
             log.info("duplicate delivery skipped", step=self.step.value)
             return
-        job, due = await self._start(message.job_id, cause)
+        lease = self.store.lease(f"{message.job_id}:{self.step.value}")
+        if not await asyncio.to_thread(lease.acquire):
+            # The step is being worked on right now by a live worker that holds the original
+            # message; if that worker dies, its message comes back and the step resumes.
+            log.info("step in progress elsewhere; duplicate skipped", step=self.step.value)
+            return
+        try:
+            await self._run(message.job_id, cause, tracking)
+        finally:
+            await asyncio.to_thread(lease.release)
+
+    async def _run(self, job_id: UUID, cause: str, tracking: Tracking) -> None:
+        job, due = await self._start(job_id, cause)
         if due is None:
             return
         try:

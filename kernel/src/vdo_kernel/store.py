@@ -10,6 +10,7 @@ in one transaction: a redelivered message then fails on the tracking key and cha
 from __future__ import annotations
 
 from collections.abc import Sequence
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,9 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 from psycopg.sql import SQL, Identifier
 
 from vdo_kernel.domain import EVENT_NAMES, Job
@@ -36,6 +39,38 @@ class ConcurrencyError(Exception):
 
 class AlreadyHandledError(Exception):
     """The message's tracking record is already stored: it was handled before."""
+
+
+class Lease:
+    """An advisory lock on one step, held on its own connection while the step's work runs.
+
+    If the worker dies, its connection closes and the lock is gone with it, so a redelivery
+    can resume the step; while the worker lives, a duplicate of its message finds the lease
+    taken and leaves the work to it.
+    """
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], key: str) -> None:
+        self._pool = pool
+        self._key = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> bool:
+        conn = self._pool.getconn()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+        if row and row[0]:
+            self._conn = conn
+            return True
+        self._pool.putconn(conn)
+        return False
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+        finally:
+            self._pool.putconn(conn)
 
 
 class GaplessRecorder(PostgresProcessRecorder):
@@ -150,9 +185,20 @@ class JobStore:
     def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
         self.app = JobApplication(env=postgres_env(database_url, pool_size=pool_size))
         self.recorder: GaplessRecorder = self.app.recorder
+        self._lease_pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            database_url,
+            min_size=0,
+            max_size=max(pool_size, 2) * 2,
+            kwargs={"autocommit": True},
+            open=True,
+        )
 
     def close(self) -> None:
+        self._lease_pool.close()
         self.app.close()
+
+    def lease(self, key: str) -> Lease:
+        return Lease(self._lease_pool, key)
 
     # ---- aggregate access -----------------------------------------------------------
 

@@ -1,0 +1,202 @@
+"""How the CLI shows jobs, steps, phases and events in a terminal (rich renderables)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from vdo_cli.progress import JobProgress, PhaseState, describe, outcome_is_good
+from vdo_kernel.domain import Status
+
+JSON = dict[str, Any]
+
+# Output that goes to a file or a pipe is read by tools, not people: lay tables out at their
+# natural width instead of cutting ids and titles to 80 columns.
+PIPE_WIDTH = 240
+
+STATUS_STYLE = {
+    Status.QUEUED: "cyan",
+    Status.RUNNING: "yellow",
+    Status.COMPLETED: "green",
+    Status.FAILED: "red",
+    Status.CANCELLED: "magenta",
+}
+
+PHASE_MARK = {
+    PhaseState.PENDING: ("·", "dim"),
+    PhaseState.RUNNING: ("▶", "yellow"),
+    PhaseState.DONE: ("✓", "green"),
+    PhaseState.FAILED: ("✗", "red"),
+    PhaseState.STOPPED: ("■", "magenta"),
+}
+
+# Columns shown for a job's steps, in this order, when the gateway provides them.
+STEP_COLUMNS = ("attempt", "phase", "step", "outcome", "summary", "reason", "started_at", "finished_at")
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+def status_text(status: object) -> Text:
+    value = str(status or "?")
+    try:
+        style = STATUS_STYLE[Status(value)]
+    except ValueError:
+        style = ""
+    return Text(value, style=style)
+
+
+def jobs_table(items: list[JSON], total: int, now: datetime | None = None) -> Table:
+    now = now or datetime.now(UTC)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True)
+    table.add_column("title", overflow="ellipsis", max_width=60)
+    table.add_column("status", no_wrap=True)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("attempt", no_wrap=True, justify="right")
+    table.add_column("age", no_wrap=True, justify="right")
+    for job in items:
+        table.add_row(
+            escape(str(job.get("id", "?"))),
+            escape(str(job.get("title", ""))),
+            status_text(job.get("status")),
+            escape(str(job.get("phase") or "-")),
+            _attempts(job),
+            age(job.get("created_at"), now),
+        )
+    table.caption = f"{len(items)} of {total} job(s)"
+    return table
+
+
+def job_detail(job: JSON) -> RenderableType:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    facts.add_row("id", escape(str(job.get("id", "?"))))
+    if job.get("title"):
+        facts.add_row("title", escape(str(job["title"])))
+    facts.add_row("status", status_text(job.get("status")))
+    facts.add_row("phase", escape(str(job.get("phase") or "-")))
+    facts.add_row("attempt", _attempts(job))
+    for key in ("budget_usd", "cost_usd"):
+        if job.get(key) is not None:
+            facts.add_row(key.replace("_usd", ""), f"${job[key]}")
+    for key in ("created_at", "updated_at", "finished_at"):
+        if job.get(key):
+            facts.add_row(key.removesuffix("_at"), _when(job[key]))
+    if job.get("finished_reason"):
+        facts.add_row("reason", escape(str(job["finished_reason"])))
+    steps = job.get("steps")
+    parts: list[RenderableType] = [facts]
+    if isinstance(steps, list) and steps:
+        parts.append(steps_table([s for s in steps if isinstance(s, dict)]))
+    return Group(*parts)
+
+
+def steps_table(steps: list[JSON]) -> Table:
+    columns = [c for c in STEP_COLUMNS if any(s.get(c) not in (None, "") for s in steps)]
+    table = Table(title="steps", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:
+        wide = column in ("summary", "reason")
+        table.add_column(column, no_wrap=not wide, overflow="fold" if wide else "ellipsis")
+    for step in steps:
+        table.add_row(*(_step_cell(column, step.get(column)) for column in columns))
+    return table
+
+
+def history_table(events: Iterable[JSON]) -> Table:
+    table = Table(title="history", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    for event in events:
+        table.add_row(
+            str(event.get("position", "?")),
+            _when(event.get("timestamp")),
+            escape(str(event.get("type", "?"))),
+            escape(describe(event)),
+        )
+    return table
+
+
+def phases_table(progress: JobProgress) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("attempt", justify="right", no_wrap=True)
+    table.add_column("last", overflow="ellipsis", no_wrap=True)
+    for phase in progress.phases.values():
+        mark, style = PHASE_MARK[phase.state]
+        table.add_row(
+            phase.phase.value,
+            Text(f"{mark} {phase.state.value}", style=style),
+            str(phase.attempt) if phase.attempt is not None else "-",
+            escape(phase.note),
+        )
+    return table
+
+
+def event_line(event: JSON) -> str:
+    """One plain line per event, for output that is not a terminal."""
+    when = _when(event.get("timestamp"), "%H:%M:%S")
+    return f"{event.get('position', '?'):>6}  {when}  {describe(event)}"
+
+
+def age(created_at: object, now: datetime) -> str:
+    moment = _parse(created_at)
+    if moment is None:
+        return "-"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _attempts(job: JSON) -> str:
+    attempt = job.get("attempt")
+    most = job.get("max_attempts")
+    if attempt is None:
+        return "-"
+    return f"{attempt}/{most}" if most is not None else str(attempt)
+
+
+def _step_cell(column: str, value: object) -> Text | str:
+    if value is None:
+        return ""
+    if column == "outcome":
+        return Text(str(value), style="green" if outcome_is_good(str(value)) else "red")
+    if column.endswith("_at"):
+        return _when(value)
+    return escape(str(value))
+
+
+def _when(value: object, layout: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A stored time in the local time zone, to the second."""
+    moment = _parse(value)
+    if moment is None:
+        return str(value or "-")
+    return moment.astimezone().strftime(layout)
+
+
+def _parse(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # A time without a zone is one the server wrote in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,148 @@
+"""Fixtures that run the whole stack as a user would: every service as its own process,
+supervised, on real NATS and PostgreSQL, driven through the gateway's HTTP API."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from vdo_cli.embedded import EmbeddedPostgres, free_port
+from vdo_cli.stack import ALL_SERVICES, Stack
+from vdo_kernel.settings import Settings
+
+FINISHED = {"completed", "failed", "cancelled"}
+
+
+@dataclass
+class RunningStack:
+    stack: Stack
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def gateway_url(self) -> str:
+        return self.stack.gateway_url
+
+    @property
+    def database_url(self) -> str:
+        return self.stack.database_url
+
+    @property
+    def nats_url(self) -> str:
+        return self.stack.nats_url
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.gateway_url, timeout=10)
+
+    def submit(self, title: str = "demo", description: str = "a small program", **extra: Any) -> str:
+        with self.api() as api:
+            response = api.post("/api/jobs", json={"title": title, "description": description, **extra})
+        assert response.status_code == 201, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        with self.api() as api:
+            response = api.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        with self.api() as api:
+            response = api.get(f"/api/jobs/{job_id}/events")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+        return items
+
+    def wait_for(
+        self,
+        job_id: str,
+        predicate: Callable[[list[dict[str, Any]]], bool] | None = None,
+        timeout: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """Wait until the job's history satisfies `predicate` (default: the job ended)."""
+        predicate = predicate or (lambda events: any(e["type"] in TERMINAL_EVENTS for e in events))
+        deadline = time.monotonic() + timeout
+        events: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            events = self.events(job_id)
+            if predicate(events):
+                return events
+            time.sleep(0.1)
+        tail = "\n".join(self.log[-60:])
+        raise AssertionError(
+            f"job {job_id} did not get there in {timeout}s; its history: "
+            f"{[(e['type'], e['data'].get('step')) for e in events]}\nstack log tail:\n{tail}"
+        )
+
+
+TERMINAL_EVENTS = {"JobCompleted", "JobFailed", "JobCancelled"}
+
+
+def _start(home: Path, database_url: str | None, **settings: Any) -> RunningStack:
+    log: list[str] = []
+    config = Settings(
+        home=home,
+        port=free_port(),
+        database_url=database_url,
+        ack_wait_seconds=settings.pop("ack_wait_seconds", 3.0),
+        log_format="json",
+        **settings,
+    )
+    extra_env = {
+        key: str(value)
+        for key, value in {
+            "VDO_SCRIPTED_DELAY_SECONDS": config.scripted_delay_seconds,
+        }.items()
+    }
+    stack = Stack(config, services=ALL_SERVICES, durable=False, echo=log.append, extra_env=extra_env)
+    running = RunningStack(stack=stack, log=log)
+    try:
+        stack.start(timeout=60)
+    except Exception:
+        stack.stop()
+        raise AssertionError("stack did not start:\n" + "\n".join(log[-80:])) from None
+    return running
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, database_url: str) -> Iterator[Callable[..., RunningStack]]:
+    """A whole stack of one's own (for tests that kill or restart parts of it)."""
+    started: list[RunningStack] = []
+
+    def factory(**settings: Any) -> RunningStack:
+        running = _start(tmp_path / f"home{len(started)}", database_url, **settings)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        running.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: EmbeddedPostgres
+) -> Iterator[RunningStack]:
+    """One whole stack shared by a test module (for tests that only drive it)."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    running = _start(
+        tmp_path_factory.mktemp("stack"),
+        f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}",
+    )
+    yield running
+    running.stack.stop()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
