@@ -41,9 +41,13 @@ class RunningStack:
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.gateway_url, timeout=10)
 
-    def submit(self, title: str = "demo", description: str = "a small program", **extra: Any) -> str:
+    def submit(
+        self, title: str = "demo", description: str = "a small program", **extra: Any
+    ) -> str:
         with self.api() as api:
-            response = api.post("/api/jobs", json={"title": title, "description": description, **extra})
+            response = api.post(
+                "/api/jobs", json={"title": title, "description": description, **extra}
+            )
         assert response.status_code == 201, response.text
         job_id: str = response.json()["id"]
         return job_id
@@ -104,7 +108,9 @@ def _start(home: Path, database_url: str | None, **settings: Any) -> RunningStac
             "VDO_SCRIPTED_DELAY_SECONDS": config.scripted_delay_seconds,
         }.items()
     }
-    stack = Stack(config, services=ALL_SERVICES, durable=False, echo=log.append, extra_env=extra_env)
+    stack = Stack(
+        config, services=ALL_SERVICES, durable=False, echo=log.append, extra_env=extra_env
+    )
     running = RunningStack(stack=stack, log=log)
     try:
         stack.start(timeout=60)

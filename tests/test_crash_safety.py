@@ -8,9 +8,10 @@ import time
 from collections import Counter
 from typing import Any
 
+from tests.conftest import RunningStack
+
 from vdo_kernel.bus import EventMessage, connect
 from vdo_kernel.subjects import HEADER_MSG_ID, STREAM
-from tests.conftest import RunningStack
 
 STEPS = ["plan", "build", "write_tests", "run_tests", "review", "sandbox_run"]
 
@@ -39,7 +40,7 @@ async def stream_positions(nats_url: str) -> list[int]:
         positions = []
         for seq in range(1, (info.state.last_seq or 0) + 1):
             msg = await js.get_msg(STREAM, seq=seq)
-            positions.append(EventMessage.decode(msg.data).position)
+            positions.append(EventMessage.decode(msg.data or b"").position)
         return positions
     finally:
         await nc.close()
@@ -56,7 +57,7 @@ def test_a_message_delivered_twice_changes_the_store_once(make_stack: Any) -> No
         nc = await connect(running.nats_url, name="test-duplicator")
         js = nc.jetstream()
         first = await js.get_msg(STREAM, seq=1)
-        message = EventMessage.decode(first.data)
+        message = EventMessage.decode(first.data or b"")
         assert message.type == "JobSubmitted"
         for copy in range(3):
             headers = {**message.headers(), HEADER_MSG_ID: f"duplicate-{copy}"}

@@ -7,7 +7,6 @@ from collections import Counter
 from typing import Any
 
 import httpx
-
 from tests.conftest import RunningStack
 
 STEPS = ["plan", "build", "write_tests", "run_tests", "review", "sandbox_run"]
@@ -30,14 +29,15 @@ def assert_one_event_per_step(events: list[dict[str, Any]], attempts: int = 1) -
 def test_a_job_reaches_completed_with_every_phase_in_order(running_stack: RunningStack) -> None:
     job_id = running_stack.submit("hello", "a greeting program")
     events = running_stack.wait_for(job_id)
-    expected = [("JobSubmitted", None)]
+    expected: list[tuple[str, str | None]] = [("JobSubmitted", None)]
     for step in STEPS:
         expected += [("StepStarted", step), ("StepFinished", step)]
     expected.append(("JobCompleted", None))
     assert step_trail(events) == expected
     assert [e["data"]["phase"] for e in events if e["type"] == "StepStarted"] == PHASES
     positions = [e["position"] for e in events]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
     assert [e["version"] for e in events] == list(range(1, len(events) + 1))
     assert all(e["correlation_id"] == job_id for e in events)
 
@@ -75,7 +75,12 @@ def test_failing_tests_send_the_job_back_to_the_builder_with_feedback(
     events = running_stack.wait_for(job_id)
     finished = Counter(e["data"]["step"] for e in events if e["type"] == "StepFinished")
     assert finished == {
-        "plan": 1, "build": 2, "write_tests": 2, "run_tests": 2, "review": 1, "sandbox_run": 1
+        "plan": 1,
+        "build": 2,
+        "write_tests": 2,
+        "run_tests": 2,
+        "review": 1,
+        "sandbox_run": 1,
     }
     attempt = _first(events, "AttemptStarted")
     assert attempt["data"]["attempt"] == 2

@@ -18,7 +18,8 @@ OK_OUTCOME = {
 
 def run(job: Job, step: Step, outcome: Outcome | None = None) -> Due:
     due = job.due()
-    assert due is not None and due.step is step, f"expected {step}, due is {due}"
+    assert due is not None
+    assert due.step is step, f"expected {step}, due is {due}"
     job.start_step(due, worker="test", causation_id="c")
     job.finish_step(due, outcome=outcome or OK_OUTCOME[step], summary="s", causation_id="c")
     return due
@@ -30,10 +31,11 @@ def names(job: Job) -> list[str]:
 
 def test_a_job_goes_through_every_step_in_order_and_completes() -> None:
     job = Job.submit(title="t", description="d")
-    assert job.status is Status.QUEUED
+    statuses = [job.status]
     for step in PIPELINE:
         run(job, step)
-    assert job.status is Status.COMPLETED
+        statuses.append(job.status)
+    assert statuses == [Status.QUEUED] + [Status.RUNNING] * 5 + [Status.COMPLETED]
     assert job.due() is None
     assert names(job) == ["Submitted"] + ["StepStarted", "StepFinished"] * len(PIPELINE) + [
         "Completed"
@@ -64,7 +66,8 @@ def test_a_rejection_on_the_last_attempt_fails_the_job_with_the_reason() -> None
         run(job, s)
     run(job, Step.RUN_TESTS, Outcome.FAILED)
     assert job.status is Status.FAILED
-    assert job.finished_reason is not None and "last attempt" in job.finished_reason
+    assert job.finished_reason is not None
+    assert "last attempt" in job.finished_reason
     assert job.due() is None
 
 

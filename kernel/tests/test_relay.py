@@ -30,7 +30,7 @@ async def stream_positions(js: JetStreamContext) -> list[int]:
     positions = []
     for seq in range(1, (info.state.last_seq or 0) + 1):
         msg = await js.get_msg(STREAM, seq=seq)
-        positions.append(EventMessage.decode(msg.data).position)
+        positions.append(EventMessage.decode(msg.data or b"").position)
     return positions
 
 
@@ -65,7 +65,7 @@ async def test_relay_publishes_every_event_once_in_order_across_a_crash(
 async def test_running_relay_publishes_new_commits_promptly(
     database_url: str, bus: tuple[Client, JetStreamContext]
 ) -> None:
-    nc, js = bus
+    _nc, js = bus
     store = JobStore(database_url)
     received: list[int] = []
     sub = await js.subscribe(ALL_EVENTS, ordered_consumer=True)
@@ -79,7 +79,7 @@ async def test_running_relay_publishes_new_commits_promptly(
         async with asyncio.timeout(3):  # well under the 5 s poll: NOTIFY woke the relay
             while len(received) < 3:
                 msg = await sub.next_msg(timeout=3)
-                received.append(EventMessage.decode(msg.data).position)
+                received.append(EventMessage.decode(msg.data or b"").position)
         assert received == [1, 2, 3]
     finally:
         stop.set()

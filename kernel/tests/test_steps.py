@@ -31,7 +31,9 @@ def submitted(store: JobStore) -> tuple[Job, Delivery]:
     return job, Delivery(EventMessage.from_json(event.to_json()), num_delivered=1)
 
 
-def runner(store: JobStore, tmp_path: Path, work_calls: list[int], delay: float = 0.0) -> StepRunner:
+def runner(
+    store: JobStore, tmp_path: Path, work_calls: list[int], delay: float = 0.0
+) -> StepRunner:
     async def plan(ctx: StepContext) -> StepResult:
         work_calls.append(ctx.due.attempt)
         await asyncio.sleep(delay)

@@ -71,7 +71,8 @@ def test_events_come_back_with_their_envelope(store: JobStore) -> None:
     job = submit(store)
     [event] = store.job_events(job.id)
     assert event.type == "JobSubmitted"
-    assert event.position == 1 and event.version == 1
+    assert event.position == 1
+    assert event.version == 1
     assert event.correlation_id == str(job.id)
     assert event.data["title"] == "t"
     assert "originator_id" not in event.data

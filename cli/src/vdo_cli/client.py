@@ -312,6 +312,8 @@ def _validation_problem(problem: Any) -> str:
     if not isinstance(problem, dict):
         return str(problem)
     loc = problem.get("loc")
-    where = [str(p) for p in loc if p not in ("body", "query", "path")] if isinstance(loc, list) else []
+    where = (
+        [str(p) for p in loc if p not in ("body", "query", "path")] if isinstance(loc, list) else []
+    )
     message = str(problem.get("msg", problem))
     return f"{'.'.join(where)}: {message}" if where else message

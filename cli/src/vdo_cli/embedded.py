@@ -106,7 +106,7 @@ class EmbeddedNats:
                 self.command(),
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
-                preexec_fn=die_with_parent,  # noqa: PLW1509
+                preexec_fn=die_with_parent,
             )
         self.wait_ready()
 
@@ -159,8 +159,14 @@ class EmbeddedPostgres:
             pwd.getpwnam(PG_SYSTEM_USER)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
-                 PG_SYSTEM_USER],
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "-s",
+                    "/usr/sbin/nologin",
+                    PG_SYSTEM_USER,
+                ],
                 check=True,
                 capture_output=True,
             )
@@ -178,8 +184,16 @@ class EmbeddedPostgres:
                 os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
         if not (self.pgdata / "PG_VERSION").exists():
             _run_checked(
-                [str(postgres_bin_dir() / "initdb"), "-D", str(self.pgdata), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+                [
+                    str(postgres_bin_dir() / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
                 user=user,
                 cwd=self.data_dir,
             )
@@ -197,7 +211,11 @@ class EmbeddedPostgres:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             return
-        if not cmdline or not cmdline[0].endswith(b"postgres") or str(self.pgdata).encode() not in cmdline:
+        if (
+            not cmdline
+            or not cmdline[0].endswith(b"postgres")
+            or str(self.pgdata).encode() not in cmdline
+        ):
             return
         os.kill(pid, 2)
         deadline = time.monotonic() + 15
@@ -207,17 +225,23 @@ class EmbeddedPostgres:
     def command(self) -> list[str]:
         cmd = [
             str(postgres_bin_dir() / "postgres"),
-            "-D", str(self.pgdata),
-            "-p", str(self.port),
-            "-h", "127.0.0.1",
-            "-c", "unix_socket_directories=",
-            "-c", "max_connections=300",
-            "-c", "shared_buffers=128MB",
-            "-c", "log_min_messages=warning",
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=128MB",
+            "-c",
+            "log_min_messages=warning",
         ]
         if not self.durable:
-            cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off"]
+            cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         return cmd
 
     def run_as_user(self) -> str | None:
@@ -322,5 +346,8 @@ def _allow_read_exec(root: Path) -> None:
         d.chmod(d.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
         for name in filenames:
             f = d / name
-            f.chmod(f.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if f.stat().st_mode &
-                                                       stat.S_IXUSR else 0))
+            f.chmod(
+                f.stat().st_mode
+                | stat.S_IROTH
+                | (stat.S_IXOTH if f.stat().st_mode & stat.S_IXUSR else 0)
+            )

@@ -194,14 +194,12 @@ class Stack:
             env=self._env(),
             # Own session: Ctrl-C reaches only the supervisor, which stops services in order.
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - needed for PR_SET_PDEATHSIG
+            preexec_fn=die_with_parent,
         )
         proc.popen = popen
         proc.started_at = time.monotonic()
         assert popen.stdout is not None
-        reader = threading.Thread(
-            target=self._pump, args=(proc.name, popen.stdout), daemon=True
-        )
+        reader = threading.Thread(target=self._pump, args=(proc.name, popen.stdout), daemon=True)
         reader.start()
         proc.readers.append(reader)
 
@@ -236,7 +234,10 @@ class Stack:
         proc.crashes_in_a_row += 1
         # Back off when a service keeps crashing at start, so the log stays readable.
         delay = min(0.2 * 2 ** (proc.crashes_in_a_row - 1), 5.0)
-        message = f"{proc.name} exited with code {code}; restarting in {delay:.1f}s " f"(restart {proc.restarts})"
+        message = (
+            f"{proc.name} exited with code {code}; restarting in {delay:.1f}s "
+            f"(restart {proc.restarts})"
+        )
         self.events.append(message)
         self._say("stack", message)
         proc.popen = None

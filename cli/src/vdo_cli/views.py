@@ -38,7 +38,16 @@ PHASE_MARK = {
 }
 
 # Columns shown for a job's steps, in this order, when the gateway provides them.
-STEP_COLUMNS = ("attempt", "phase", "step", "outcome", "summary", "reason", "started_at", "finished_at")
+STEP_COLUMNS = (
+    "attempt",
+    "phase",
+    "step",
+    "outcome",
+    "summary",
+    "reason",
+    "started_at",
+    "finished_at",
+)
 
 
 def make_console(*, stderr: bool = False) -> Console:

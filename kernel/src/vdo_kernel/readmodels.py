@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS vdo_read.steps (
     job_id uuid NOT NULL,
     step text NOT NULL,
     attempt integer NOT NULL,
-    phase text NOT NULL,
+    phase text,
     worker text,
     started_at timestamptz,
     finished_at timestamptz,
@@ -145,7 +145,7 @@ class StepRow:
     job_id: UUID
     step: str
     attempt: int
-    phase: str
+    phase: str | None
     worker: str | None
     started_at: datetime | None
     finished_at: datetime | None

@@ -9,6 +9,7 @@ publishes at a time (a PostgreSQL advisory lock), so running a spare one is safe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import psycopg
 from nats.js import JetStreamContext
@@ -124,10 +125,8 @@ class Relay:
             if not waited:
                 log.info("another relay is publishing; standing by")
                 waited = True
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
-            except TimeoutError:
-                pass
 
 
 async def run_relay(settings: Settings | None = None) -> None:

@@ -9,20 +9,19 @@ in one transaction: a redelivered message then fails on the tracking key and cha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
-import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
 from psycopg.sql import SQL, Identifier
+from psycopg_pool import ConnectionPool
 
 from vdo_kernel.domain import EVENT_NAMES, Job
 
@@ -184,7 +183,9 @@ class JobStore:
 
     def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
         self.app = JobApplication(env=postgres_env(database_url, pool_size=pool_size))
-        self.recorder: GaplessRecorder = self.app.recorder
+        recorder = self.app.recorder
+        assert isinstance(recorder, GaplessRecorder)
+        self.recorder = recorder
         self._lease_pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             database_url,
             min_size=0,
@@ -204,7 +205,7 @@ class JobStore:
 
     def get(self, job_id: UUID) -> Job:
         try:
-            job = self.app.repository.get(job_id)
+            job: Any = self.app.repository.get(job_id)
         except AggregateNotFoundError:
             raise JobNotFoundError(str(job_id)) from None
         assert isinstance(job, Job)
@@ -231,9 +232,7 @@ class JobStore:
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
-    def read(
-        self, after: int, limit: int = 500, stop: int | None = None
-    ) -> list[StoredJobEvent]:
+    def read(self, after: int, limit: int = 500, stop: int | None = None) -> list[StoredJobEvent]:
         """Events after a position, in order."""
         notifications = self.recorder.select_notifications(
             start=after, limit=limit, stop=stop, inclusive_of_start=False
@@ -281,5 +280,3 @@ class JobStore:
             data=event_data(event),
             event=event,
         )
-
-

@@ -2,10 +2,9 @@
 
 import asyncio
 
+from vdo_builder.scripted import build
 from vdo_kernel.domain import Step
 from vdo_kernel.service import run_step_service
-
-from vdo_builder.scripted import build
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ import asyncio
 
 from vdo_kernel.domain import Step
 from vdo_kernel.service import run_step_service
-
 from vdo_reviewer.scripted import review
 
 

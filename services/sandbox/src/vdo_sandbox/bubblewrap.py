@@ -55,21 +55,42 @@ def bwrap_command(workspace: Path, command: list[str]) -> list[str]:
         "--unshare-all",  # no network, own pid/ipc/uts/user namespaces
         "--die-with-parent",
         "--new-session",
-        "--uid", str(NOBODY),
-        "--gid", str(NOBODY),
-        "--cap-drop", "ALL",
+        "--uid",
+        str(NOBODY),
+        "--gid",
+        str(NOBODY),
+        "--cap-drop",
+        "ALL",
         "--clearenv",
-        "--setenv", "PATH", SANDBOX_PATH,
-        "--setenv", "HOME", "/workspace",
-        "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
-        "--setenv", "LANG", "C.UTF-8",
-        "--ro-bind", "/usr", "/usr",
-        "--ro-bind", "/etc/alternatives", "/etc/alternatives",
-        "--proc", "/proc",
-        "--dev", "/dev",
-        "--tmpfs", "/tmp",
-        "--bind", str(workspace), "/workspace",
-        "--chdir", "/workspace",
+        "--setenv",
+        "PATH",
+        SANDBOX_PATH,
+        "--setenv",
+        "HOME",
+        "/workspace",
+        "--setenv",
+        "PYTHONDONTWRITEBYTECODE",
+        "1",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--ro-bind",
+        "/etc/alternatives",
+        "/etc/alternatives",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",  # noqa: S108 - a private tmpfs inside the sandbox, not the host's /tmp
+        "--bind",
+        str(workspace),
+        "/workspace",
+        "--chdir",
+        "/workspace",
     ]
     for link in ("bin", "lib", "lib64", "sbin"):
         target = Path("/") / link
@@ -89,10 +110,7 @@ async def run(
 ) -> RunResult:
     """Run `command` in the sandbox with `workspace` as its only writable directory."""
     started = time.monotonic()
-    # The workspace belongs to the sandbox's unprivileged user for the run.
-    for path in [workspace, *workspace.rglob("*")]:
-        with contextlib.suppress(OSError):
-            os.chown(path, NOBODY, NOBODY)
+    await asyncio.to_thread(_hand_over, workspace)
     process = await asyncio.create_subprocess_exec(
         *bwrap_command(workspace, command),
         stdin=asyncio.subprocess.DEVNULL,
@@ -148,6 +166,13 @@ async def run(
         duration_seconds=time.monotonic() - started,
         stopped_early=stopped_early,
     )
+
+
+def _hand_over(workspace: Path) -> None:
+    """The workspace belongs to the sandbox's unprivileged user for the run."""
+    for path in [workspace, *workspace.rglob("*")]:
+        with contextlib.suppress(OSError):
+            os.chown(path, NOBODY, NOBODY)
 
 
 def _kill_group(pid: int) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path, PurePosixPath
 
 from vdo_kernel.domain import Outcome, Step
 from vdo_kernel.steps import StepContext, StepFailure, StepResult
-
 from vdo_sandbox import bubblewrap
 
 TEST_COMMAND = ["python3", "-m", "unittest", "-v"]
@@ -52,9 +51,7 @@ def _artifact(ctx: StepContext, step: Step, name: str) -> str:
 async def run_tests(ctx: StepContext) -> StepResult:
     code = _artifact(ctx, Step.BUILD, "files")
     tests = _artifact(ctx, Step.WRITE_TESTS, "tests")
-    command = ctx.job.record(Step.WRITE_TESTS, ctx.due.attempt).details.get(
-        "command", TEST_COMMAND
-    )
+    command = ctx.job.record(Step.WRITE_TESTS, ctx.due.attempt).details.get("command", TEST_COMMAND)
     workspace = _workspace(ctx)
     materialise(ctx, workspace, [code, tests])
     try:

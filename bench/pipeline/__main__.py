@@ -1,0 +1,167 @@
+"""Pipeline benchmark: push N jobs through the whole stack with the instant scripted model.
+
+Run by hand: `uv run python bench/pipeline --jobs 200` (or `make bench`). Prints jobs/s,
+submit → completed latency, the time per hop (an event committed → the next service starting
+its step) and the orchestration overhead per job (its latency minus the time spent inside its
+steps' own work, e.g. the sandbox runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vdo_cli.embedded import free_port
+from vdo_cli.stack import Stack
+from vdo_kernel.settings import Settings
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+def ts(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
+
+
+async def submit_all(api: httpx.AsyncClient, n: int, parallel: int) -> list[str]:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> str:
+        async with gate:
+            r = await api.post("/api/jobs", json={"title": f"bench {i}", "description": "go"})
+            r.raise_for_status()
+            job_id: str = r.json()["id"]
+            return job_id
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def wait_all(api: httpx.AsyncClient, job_ids: list[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(job_ids)
+    while pending and time.monotonic() < deadline:
+        r = await api.get("/api/stats")
+        counts = r.json().get("by_status", r.json())
+        done = sum(int(counts.get(s, 0)) for s in ("completed", "failed", "cancelled"))
+        if done >= len(job_ids):
+            return
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"timed out with jobs still running after {timeout}s")
+
+
+async def histories(api: httpx.AsyncClient, job_ids: list[str]) -> list[list[dict[str, Any]]]:
+    out = []
+    for job_id in job_ids:
+        r = await api.get(f"/api/jobs/{job_id}/events")
+        body = r.json()
+        out.append(body["items"] if isinstance(body, dict) else body)
+    return out
+
+
+def analyse(all_events: list[list[dict[str, Any]]]) -> dict[str, list[float]]:
+    latency, overhead, hops, work = [], [], [], []
+    for events in all_events:
+        by_position = {e["position"]: e for e in events}
+        submitted = ts(events[0])
+        end = events[-1]
+        if end["type"] != "JobCompleted":
+            continue
+        total = ts(end) - submitted
+        inside = 0.0
+        started_at: dict[str, float] = {}
+        for e in events:
+            if e["type"] == "StepStarted":
+                started_at[e["data"]["step"]] = ts(e)
+                cause = by_position.get(int(e["causation_id"]))
+                if cause is not None:
+                    hops.append(ts(e) - ts(cause))
+            elif e["type"] == "StepFinished":
+                step_time = ts(e) - started_at.get(e["data"]["step"], ts(e))
+                inside += step_time
+                work.append(step_time)
+        latency.append(total)
+        overhead.append(total - inside)
+    return {"latency": latency, "overhead": overhead, "hops": hops, "work": work}
+
+
+async def bench(stack: Stack, jobs: int, parallel: int, timeout: float) -> None:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as api:
+        # Warm up every service (first requests, prepared statements, imports).
+        await wait_all(api, await submit_all(api, 3, 3), timeout)
+        baseline = (await api.get("/api/stats")).json()
+        started = time.monotonic()
+        job_ids = await submit_all(api, jobs, parallel)
+        submitted = time.monotonic()
+        await wait_all_new(api, baseline, jobs, timeout)
+        finished = time.monotonic()
+        results = analyse(await histories(api, job_ids))
+    completed = len(results["latency"])
+    print(f"jobs submitted        {jobs} ({parallel} requests in flight)")
+    print(f"jobs completed        {completed}")
+    print(f"submit time           {ms(submitted - started)}")
+    print(f"wall time             {ms(finished - started)}")
+    print(f"throughput            {jobs / (finished - started):8.1f} jobs/s")
+    for name, label in (
+        ("latency", "submit → completed"),
+        ("overhead", "orchestration overhead/job"),
+        ("hops", "hop: commit → next step"),
+        ("work", "work inside one step"),
+    ):
+        values = results[name]
+        print(
+            f"{label:<27} p50 {ms(pct(values, 50))}  p95 {ms(pct(values, 95))}  "
+            f"p99 {ms(pct(values, 99))}  (n={len(values)}, mean {ms(statistics.fmean(values))})"
+        )
+
+
+async def wait_all_new(
+    api: httpx.AsyncClient, baseline: dict[str, Any], jobs: int, timeout: float
+) -> None:
+    base = baseline.get("by_status", baseline)
+    done_before = sum(int(base.get(s, 0)) for s in ("completed", "failed", "cancelled"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = (await api.get("/api/stats")).json()
+        counts = body.get("by_status", body)
+        done = sum(int(counts.get(s, 0)) for s in ("completed", "failed", "cancelled"))
+        if done - done_before >= jobs:
+            return
+        await asyncio.sleep(0.02)
+    raise SystemExit(f"timed out after {timeout}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--parallel", type=int, default=50, help="submissions in flight")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vdo-bench-") as home:
+        settings = Settings(home=Path(home), port=free_port(), log_level="WARNING")
+        stack = Stack(settings, echo=None)
+        stack.start()
+        try:
+            asyncio.run(bench(stack, args.jobs, args.parallel, args.timeout))
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The `vdo` command: start the stack, submit and follow jobs, list and inspect them, rebuild
+the read models."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
+
+from vdo_cli.client import (
+    ClientError,
+    EventQuery,
+    Gateway,
+    GatewayConfig,
+    GatewayUnreachable,
+    JobQuery,
+    SubmitJob,
+    database_url,
+    gateway_address,
+    redact_url,
+)
+from vdo_cli.views import history_table, job_detail, jobs_table, make_console, phases_table
+from vdo_cli.watch import watch_job
+from vdo_kernel.domain import Status
+from vdo_kernel.settings import Settings
+
+# 1: the job did not complete, or the gateway refused the request. 2 is a usage error (typer).
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(
+    name="vdo",
+    help="Vitso Dev Orchestrator: submit software jobs and follow them through planning, "
+    "building, testing, reviewing and sandboxing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+projections_app = typer.Typer(
+    help="The read models (job list, details, timelines): rebuild them from the event log.",
+    no_args_is_help=True,
+)
+app.add_typer(projections_app, name="projections")
+
+Api = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="VDO_API_URL",
+        help="Gateway URL [default: the running stack's, else http://VDO_HOST:VDO_PORT].",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def up() -> None:
+    """Start the whole stack (NATS, PostgreSQL, gateway, projector, phase services) and run it
+    until interrupted."""
+    settings = _settings()
+    # Imported here: the stack pulls in the embedded servers and every service's settings,
+    # which the other commands do without.
+    from vdo_cli.stack import run_stack
+
+    raise typer.Exit(run_stack(settings))
+
+
+@app.command()
+def submit(
+    title: Annotated[str, typer.Argument(help="A short name for the job.")],
+    description: Annotated[
+        str, typer.Argument(help="What to build, in plain language; `-` reads it from stdin.")
+    ],
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(help="Build/test/review rounds before giving up [default: the gateway's]."),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Spending cap for model calls, in USD [default: the gateway's]."),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the job live until it ends.")
+    ] = False,
+    api: Api = None,
+) -> None:
+    """Submit a job and print its id. With --watch, follow it and exit 0 only if it completes."""
+    if description == "-":
+        description = sys.stdin.read()
+    command = SubmitJob(title, description, max_attempts=max_attempts, budget_usd=budget)
+    with _reporting_errors(), _gateway(api) as gateway:
+        job = gateway.submit(command)
+        job_id = str(job.get("id", ""))
+        if not job_id:
+            raise ClientError("the gateway accepted the job but did not say its id")
+        # The id alone on stdout, so that `id=$(vdo submit ...)` works.
+        typer.echo(job_id)
+        if watch:
+            _follow(gateway, job_id)
+
+
+@app.command("watch")
+def watch_command(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    api: Api = None,
+) -> None:
+    """Follow a job live until it ends; exit 0 only if it completes."""
+    with _reporting_errors(), _gateway(api) as gateway:
+        _follow(gateway, job_id)
+
+
+@app.command()
+def jobs(
+    status: Annotated[Status | None, typer.Option(help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many jobs.")] = 20,
+    api: Api = None,
+) -> None:
+    """List jobs, newest first."""
+    query = JobQuery(status=status.value if status else None, limit=limit)
+    with _reporting_errors(), _gateway(api) as gateway:
+        page = gateway.jobs(query)
+        console = make_console()
+        if not page.items:
+            console.print("no jobs" + (f" with status {status.value}" if status else ""))
+            return
+        console.print(jobs_table(page.items, page.total))
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    api: Api = None,
+) -> None:
+    """A job's detail (status, phase, attempts, times, steps) and its history."""
+    with _reporting_errors(), _gateway(api) as gateway:
+        job = gateway.job(job_id)
+        events = gateway.events(EventQuery(job_id))
+        console = make_console()
+        console.print(job_detail(job))
+        console.print(history_table(events))
+
+
+@projections_app.command()
+def rebuild() -> None:
+    """Drop the read models and rebuild them by replaying the whole event log."""
+    with _reporting_errors():
+        url = database_url(_settings())
+        try:
+            # Imported here: only this command needs the projector, which the CLI does not
+            # depend on (an install without it still has every other command).
+            from vdo_projector.projection import rebuild as rebuild_read_models
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("vdo_projector", "vdo_projector.projection"):
+                raise
+            raise ClientError("the projector (vdo-projector) is not installed") from exc
+        console = make_console()
+        console.print(f"rebuilding the read models from {redact_url(url)}", markup=False)
+        try:
+            summary = rebuild_read_models(url)
+        except Exception as exc:
+            # The URL may carry a password; the message says which database without it.
+            message = str(exc).replace(url, redact_url(url))
+            raise ClientError(f"rebuilding the read models failed: {message}") from exc
+        console.print(_summary(summary))
+
+
+def _follow(gateway: Gateway, job_id: str) -> None:
+    console = make_console()
+    try:
+        progress = watch_job(gateway, job_id, console)
+    except KeyboardInterrupt:
+        make_console(stderr=True).print(
+            f"stopped watching; the job goes on (follow it again with `vdo watch {job_id}`)",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if not console.is_terminal:
+        # The live view already shows the phases; a log gets them once, at the end.
+        console.print(phases_table(progress))
+    ending = f"job {job_id} {progress.status.value}"
+    if progress.status is Status.COMPLETED:
+        console.print(f"{ending} after {progress.attempt} attempt(s)", markup=False)
+        return
+    reason = f": {progress.finished_reason}" if progress.finished_reason else ""
+    console.print(f"{ending}{reason}", markup=False, style="red")
+    raise typer.Exit(EXIT_FAILED)
+
+
+@contextmanager
+def _gateway(api: str | None) -> Iterator[Gateway]:
+    # The token is read here and not taken as an option, so it never shows in shell history
+    # or in the process list.
+    token = os.environ.get("VDO_TOKEN") or None
+    config = GatewayConfig(address=gateway_address(api, _settings()), token=token)
+    with Gateway(config) as gateway:
+        yield gateway
+
+
+@contextmanager
+def _reporting_errors() -> Iterator[None]:
+    """Turn a failure the user can act on into a clear message and an exit code."""
+    try:
+        yield
+    except GatewayUnreachable as exc:
+        _error(str(exc))
+        raise typer.Exit(EXIT_UNREACHABLE) from None
+    except ClientError as exc:
+        _error(str(exc))
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _error(message: str) -> None:
+    make_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"VDO_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        _error(f"invalid configuration: {problems}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _summary(summary: object) -> Table | str:
+    """A rebuild's summary as a two-column table, whatever shape the projector gives it."""
+    if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
+        summary = dataclasses.asdict(summary)
+    if not isinstance(summary, Mapping):
+        return str(summary)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, value in summary.items():
+        table.add_row(str(key), str(value))
+    return table
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,202 @@
+"""Keeping the read models in step with the event store: in global position order, exactly once.
+
+A bus message only says "the log has grown to position P"; what is applied is read from the
+store, after the position recorded in the tracking row. The row is locked (``FOR UPDATE``) for
+the whole batch and moved forward in the same transaction as the read-model writes, so a
+duplicate or out-of-order message finds nothing left to do, and two replicas never apply the
+same event twice: the second waits for the first, then reads on from where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+
+from vdo_kernel import logs, readmodels
+from vdo_kernel.store import JobStore, StoredJobEvent
+from vdo_projector import updates
+
+log = logs.get(__name__)
+
+BATCH_SIZE = 500
+
+
+class ProjectionGapError(RuntimeError):
+    """The store handed back a position that does not follow the last one applied. The log is
+    gapless, so this is a bug or a damaged store; applying it would corrupt the read models."""
+
+
+class Projection:
+    """The read models' writer. Thread-safe: calls are serialised on one connection."""
+
+    def __init__(
+        self, database_url: str, store: JobStore | None = None, *, batch_size: int = BATCH_SIZE
+    ) -> None:
+        self.database_url = database_url
+        self._owns_store = store is None
+        self.store = store if store is not None else JobStore(database_url, pool_size=1)
+        self.batch_size = batch_size
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        if self._owns_store:
+            self.store.close()
+
+    def setup(self) -> None:
+        """Create the read models if they are missing."""
+        with self._lock:
+            self._connection()
+
+    def position(self) -> int:
+        with self._lock:
+            return readmodels.projector_position(self._connection())
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Apply every stored event not yet projected; returns how many were applied.
+
+        ``until`` is the position a message announced: when the read models already reach it
+        there is nothing to do and no lock is taken.
+        """
+        with self._lock:
+            try:
+                return self._catch_up(until)
+            except psycopg.Error:
+                # A broken or stale connection is replaced on the next call; the caller retries.
+                self._discard_connection()
+                raise
+
+    def _catch_up(self, until: int | None) -> int:
+        conn = self._connection()
+        if until is not None and readmodels.projector_position(conn) >= until:
+            return 0
+        applied = 0
+        while True:
+            count, position = self._apply_batch(conn)
+            applied += count
+            if count < self.batch_size:
+                break
+        if until is not None and position < until:
+            log.warning(
+                "a message announced a position the store does not hold",
+                announced=until,
+                stored=position,
+            )
+        if applied:
+            log.debug("projected", events=applied, position=position)
+        return applied
+
+    def _apply_batch(self, conn: psycopg.Connection[Any]) -> tuple[int, int]:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT position FROM vdo_read.tracking WHERE name = %s FOR UPDATE",
+                (readmodels.PROJECTOR,),
+            ).fetchone()
+            if row is None:
+                raise RuntimeError("the projector's tracking row is missing")
+            tracked = int(row[0])
+            # Read while holding the lock: another replica cannot move the position meanwhile.
+            events = self.store.read(after=tracked, limit=self.batch_size)
+            position = apply_events(conn, events, after=tracked)
+            if events:
+                conn.execute(
+                    "UPDATE vdo_read.tracking SET position = %s WHERE name = %s",
+                    (position, readmodels.PROJECTOR),
+                )
+        return len(events), position
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self.database_url, autocommit=True)
+            try:
+                readmodels.create_schema(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _discard_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def apply_events(conn: psycopg.Connection[Any], events: list[StoredJobEvent], *, after: int) -> int:
+    """Apply events that must directly follow position ``after``; returns the last position."""
+    position = after
+    for event in events:
+        if event.position != position + 1:
+            raise ProjectionGapError(
+                f"expected position {position + 1} from the store, got {event.position}"
+            )
+        updates.apply(conn, event)
+        position = event.position
+    return position
+
+
+@dataclass(frozen=True)
+class RebuildSummary:
+    events_applied: int
+    position: int
+    duration_seconds: float
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rebuild(database_url: str, *, batch_size: int = 1000) -> RebuildSummary:
+    """Drop the read models and replay the whole log into new ones, in one transaction.
+
+    Readers keep seeing the old read models until the new ones are committed; a running
+    projector waits on the tracking table meanwhile, then carries on from the rebuilt position.
+    """
+    started = time.perf_counter()
+    store = JobStore(database_url, pool_size=1)
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            with conn.transaction():
+                if readmodels.exists(conn):
+                    # A projector takes the tracking row first, so taking the table first here
+                    # waits for its batch to end instead of deadlocking with it.
+                    conn.execute("LOCK TABLE vdo_read.tracking IN ACCESS EXCLUSIVE MODE")
+                readmodels.drop_schema(conn)
+                readmodels.create_schema(conn)
+                position = applied = 0
+                while events := store.read(after=position, limit=batch_size):
+                    position = apply_events(conn, events, after=position)
+                    applied += len(events)
+                conn.execute(
+                    "UPDATE vdo_read.tracking SET position = %s WHERE name = %s",
+                    (position, readmodels.PROJECTOR),
+                )
+            sums = readmodels.checksums(conn)
+    finally:
+        store.close()
+    summary = RebuildSummary(
+        events_applied=applied,
+        position=position,
+        duration_seconds=round(time.perf_counter() - started, 3),
+        checksums=sums,
+    )
+    log.info("read models rebuilt", **summary.to_json())
+    return summary
+
+
+def checksums(database_url: str) -> dict[str, str]:
+    """A stable sha256 per read-model table (rows in primary-key order). Read models that do
+    not exist yet hash as the empty tables they would be."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if not readmodels.exists(conn):
+            return {table: hashlib.sha256(b"").hexdigest() for table in readmodels.TABLES}
+        return readmodels.checksums(conn)

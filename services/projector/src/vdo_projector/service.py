@@ -1,0 +1,79 @@
+"""The projector process: bus messages wake the projection up; a one-second poll catches what
+a lost or late message would have, and the start catches up on whatever came before."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from vdo_kernel import logs
+from vdo_kernel.bus import connect, ensure_stream
+from vdo_kernel.consumer import Delivery, Subscription
+from vdo_kernel.service import stop_on_signals
+from vdo_kernel.settings import Settings
+from vdo_kernel.store import JobStore
+from vdo_kernel.subjects import ALL_EVENTS, CONSUMER_PROJECTOR
+from vdo_projector.projection import Projection
+
+log = logs.get(__name__)
+
+IDLE_POLL_SECONDS = 1.0
+
+
+class Projector:
+    """Translates deliveries and the clock into catch-ups of one projection."""
+
+    def __init__(self, projection: Projection, *, idle_poll_seconds: float = IDLE_POLL_SECONDS):
+        self.projection = projection
+        self.idle_poll_seconds = idle_poll_seconds
+
+    async def handle(self, delivery: Delivery) -> None:
+        # The message's position is only a lower bound on what to apply; its content is not
+        # used, so order and duplicates on the bus do not matter.
+        await asyncio.to_thread(self.projection.catch_up, delivery.message.position)
+
+    async def poll(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.projection.catch_up)
+            except Exception as error:
+                log.warning("catch-up failed; retrying", error=repr(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.idle_poll_seconds)
+
+
+async def run_projector(settings: Settings | None = None) -> None:
+    """`python -m vdo_projector`."""
+    settings = settings or Settings()
+    logs.configure("projector", level=settings.log_level, fmt=settings.log_format)
+    nats_url, database_url = settings.require_urls()
+    store = await asyncio.to_thread(JobStore, database_url, pool_size=2)
+    projection = Projection(database_url, store)
+    nc = None
+    try:
+        await asyncio.to_thread(projection.setup)
+        projector = Projector(projection)
+        nc = await connect(nats_url, name="projector")
+        js = nc.jetstream()
+        await ensure_stream(js)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        subscription = Subscription(
+            js,
+            durable=CONSUMER_PROJECTOR,
+            filter_subjects=[ALL_EVENTS],
+            handler=projector.handle,
+            ack_wait=settings.ack_wait_seconds,
+            # One at a time: each catch-up applies everything available, so parallel
+            # deliveries would only queue on the tracking lock.
+            concurrency=1,
+        )
+        log.info("projector started", position=await asyncio.to_thread(projection.position))
+        await asyncio.gather(subscription.run(stop), projector.poll(stop))
+    finally:
+        log.info("projector stopping")
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        await asyncio.to_thread(projection.close)
+        store.close()

@@ -1,0 +1,225 @@
+"""What each stored event changes in the read models.
+
+Every value written here comes from the event (its data, time, version and position), never
+from the clock or from the rows' current state beyond what earlier events put there, so
+replaying the log gives the same rows. An event type this version does not know still lands in
+the timeline and moves the job's version and position; only its meaning is not projected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from vdo_kernel.domain import PIPELINE, REJECTING_OUTCOMES, STEP_PHASE, Outcome, Status, Step
+from vdo_kernel.store import StoredJobEvent
+
+Connection = psycopg.Connection[Any]
+Update = Callable[[Connection, StoredJobEvent], None]
+
+
+def apply(conn: Connection, event: StoredJobEvent) -> None:
+    """Project one event. The caller holds the transaction and the tracking lock."""
+    conn.execute(
+        "INSERT INTO vdo_read.timeline (position, job_id, version, type, timestamp, data) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        (
+            event.position,
+            event.job_id,
+            event.version,
+            event.type,
+            event.timestamp,
+            Jsonb(event.data),
+        ),
+    )
+    if event.type == "JobSubmitted":
+        _submitted(conn, event)
+        return
+    conn.execute(
+        "UPDATE vdo_read.jobs SET updated_at = %s, version = %s, last_position = %s WHERE id = %s",
+        (event.timestamp, event.version, event.position, event.job_id),
+    )
+    update = _UPDATES.get(event.type)
+    if update is not None:
+        update(conn, event)
+
+
+def _submitted(conn: Connection, event: StoredJobEvent) -> None:
+    data = event.data
+    first = PIPELINE[0]
+    conn.execute(
+        "INSERT INTO vdo_read.jobs (id, title, description, status, phase, step, attempt, "
+        "max_attempts, budget_usd, submitted_by, created_at, updated_at, version, last_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            event.job_id,
+            data["title"],
+            data["description"],
+            Status.QUEUED.value,
+            STEP_PHASE[first].value,
+            first.value,
+            data["max_attempts"],
+            float(data["budget_usd"]),
+            data["submitted_by"],
+            event.timestamp,
+            event.timestamp,
+            event.version,
+            event.position,
+        ),
+    )
+
+
+def _attempt_started(conn: Connection, event: StoredJobEvent) -> None:
+    # A new attempt starts again at the build: the plan is made once per job.
+    first = PIPELINE[1]
+    conn.execute(
+        "UPDATE vdo_read.jobs SET attempt = %s, phase = %s, step = %s WHERE id = %s",
+        (event.data["attempt"], STEP_PHASE[first].value, first.value, event.job_id),
+    )
+
+
+def _step_started(conn: Connection, event: StoredJobEvent) -> None:
+    data = event.data
+    conn.execute(
+        "UPDATE vdo_read.jobs SET status = %s, phase = %s, step = %s, "
+        "started_at = COALESCE(started_at, %s) WHERE id = %s",
+        (Status.RUNNING.value, data["phase"], data["step"], event.timestamp, event.job_id),
+    )
+    conn.execute(
+        "INSERT INTO vdo_read.steps "
+        "(job_id, step, attempt, phase, worker, started_at, first_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (job_id, step, attempt) DO UPDATE SET "
+        "phase = EXCLUDED.phase, worker = EXCLUDED.worker, started_at = EXCLUDED.started_at",
+        (
+            event.job_id,
+            data["step"],
+            data["attempt"],
+            data["phase"],
+            data["worker"],
+            event.timestamp,
+            event.position,
+        ),
+    )
+
+
+def _step_resumed(conn: Connection, event: StoredJobEvent) -> None:
+    data = event.data
+    phase = _phase_of(data["step"])
+    conn.execute(
+        "UPDATE vdo_read.jobs SET phase = %s, step = %s WHERE id = %s",
+        (phase, data["step"], event.job_id),
+    )
+    conn.execute(
+        "INSERT INTO vdo_read.steps (job_id, step, attempt, phase, worker, resumed, "
+        "first_position) VALUES (%s, %s, %s, %s, %s, 1, %s) "
+        "ON CONFLICT (job_id, step, attempt) DO UPDATE SET "
+        "worker = EXCLUDED.worker, resumed = vdo_read.steps.resumed + 1",
+        (event.job_id, data["step"], data["attempt"], phase, data["worker"], event.position),
+    )
+
+
+def _step_finished(conn: Connection, event: StoredJobEvent) -> None:
+    data = event.data
+    conn.execute(
+        "INSERT INTO vdo_read.steps (job_id, step, attempt, phase, finished_at, outcome, "
+        "summary, artifacts, details, first_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (job_id, step, attempt) DO UPDATE SET "
+        "finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome, "
+        "summary = EXCLUDED.summary, artifacts = EXCLUDED.artifacts, details = EXCLUDED.details",
+        (
+            event.job_id,
+            data["step"],
+            data["attempt"],
+            data["phase"],
+            event.timestamp,
+            data["outcome"],
+            data["summary"],
+            Jsonb(data.get("artifacts", {})),
+            Jsonb(data.get("details", {})),
+            event.position,
+        ),
+    )
+    following = _next_step(data["step"], data["outcome"])
+    if following is not None:
+        conn.execute(
+            "UPDATE vdo_read.jobs SET phase = %s, step = %s WHERE id = %s",
+            (STEP_PHASE[following].value, following.value, event.job_id),
+        )
+
+
+def _step_failed(conn: Connection, event: StoredJobEvent) -> None:
+    data = event.data
+    conn.execute(
+        "INSERT INTO vdo_read.steps "
+        "(job_id, step, attempt, phase, finished_at, failed_reason, first_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (job_id, step, attempt) DO UPDATE SET "
+        "finished_at = EXCLUDED.finished_at, failed_reason = EXCLUDED.failed_reason",
+        (
+            event.job_id,
+            data["step"],
+            data["attempt"],
+            data["phase"],
+            event.timestamp,
+            data["reason"],
+            event.position,
+        ),
+    )
+
+
+def _completed(conn: Connection, event: StoredJobEvent) -> None:
+    # Nothing is current any more once a job is done.
+    conn.execute(
+        "UPDATE vdo_read.jobs SET status = %s, phase = NULL, step = NULL, attempt = %s, "
+        "finished_at = %s WHERE id = %s",
+        (Status.COMPLETED.value, event.data["attempts"], event.timestamp, event.job_id),
+    )
+
+
+def _ended(status: Status) -> Update:
+    # A failed or cancelled job keeps the phase and step it stopped in: that is where to look.
+    def update(conn: Connection, event: StoredJobEvent) -> None:
+        conn.execute(
+            "UPDATE vdo_read.jobs SET status = %s, finished_at = %s, finished_reason = %s "
+            "WHERE id = %s",
+            (status.value, event.timestamp, event.data["reason"], event.job_id),
+        )
+
+    return update
+
+
+def _phase_of(step: str) -> str | None:
+    try:
+        return STEP_PHASE[Step(step)].value
+    except ValueError:
+        return None
+
+
+def _next_step(step: str, outcome: str) -> Step | None:
+    """The step due after this one finished, as the rules would have it; None when the job's
+    next event (a new attempt, or its end) decides instead."""
+    try:
+        done, verdict = Step(step), Outcome(outcome)
+    except ValueError:
+        return None
+    if REJECTING_OUTCOMES.get(done) is verdict:
+        return None
+    index = PIPELINE.index(done)
+    return PIPELINE[index + 1] if index + 1 < len(PIPELINE) else None
+
+
+_UPDATES: dict[str, Update] = {
+    "AttemptStarted": _attempt_started,
+    "StepStarted": _step_started,
+    "StepResumed": _step_resumed,
+    "StepFinished": _step_finished,
+    "StepFailed": _step_failed,
+    "JobCompleted": _completed,
+    "JobFailed": _ended(Status.FAILED),
+    "JobCancelled": _ended(Status.CANCELLED),
+}

@@ -1,0 +1,352 @@
+"""The projection on a real PostgreSQL (and, for the service, a real JetStream): in order,
+exactly once, and a rebuild from the log compares equal to the live read models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from vdo_kernel import readmodels
+from vdo_kernel.bus import connect, ensure_stream
+from vdo_kernel.consumer import Delivery, Subscription
+from vdo_kernel.domain import Job, Outcome, Step
+from vdo_kernel.relay import Relay, to_message
+from vdo_kernel.store import JobStore
+from vdo_kernel.subjects import ALL_EVENTS, CONSUMER_PROJECTOR
+from vdo_projector.projection import Projection, checksums, rebuild
+from vdo_projector.service import Projector
+
+PASSING = {
+    Step.PLAN: Outcome.OK,
+    Step.BUILD: Outcome.OK,
+    Step.WRITE_TESTS: Outcome.OK,
+    Step.RUN_TESTS: Outcome.PASSED,
+    Step.REVIEW: Outcome.APPROVED,
+    Step.SANDBOX_RUN: Outcome.UP,
+}
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    store = JobStore(database_url, pool_size=2)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
+    projection = Projection(database_url, store)
+    yield projection
+    projection.close()
+
+
+def submit(store: JobStore, title: str = "todo api") -> UUID:
+    job = Job.submit(title=title, description="a FastAPI todo API with tests", max_attempts=2)
+    store.save(job)
+    return job.id
+
+
+def start(store: JobStore, job_id: UUID) -> None:
+    job = store.get(job_id)
+    due = job.due()
+    assert due is not None
+    job.start_step(due, worker="test-worker", causation_id="test")
+    store.save(job)
+
+
+def finish(store: JobStore, job_id: UUID, outcome: Outcome | None = None) -> None:
+    job = store.get(job_id)
+    due = job.due()
+    assert due is not None
+    job.finish_step(
+        due,
+        outcome=outcome or PASSING[due.step],
+        summary=f"{due.step.value} of attempt {due.attempt}",
+        causation_id="test",
+        artifacts={"app.py": "ab" * 32},
+        details={"tokens": 12, "cost_usd": 0.25},
+    )
+    store.save(job)
+
+
+def step(store: JobStore, job_id: UUID, outcome: Outcome | None = None) -> None:
+    start(store, job_id)
+    finish(store, job_id, outcome)
+
+
+def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
+    """Jobs in every state: completed after a retry, failed, cancelled, queued, running."""
+    hook = after_each if callable(after_each) else (lambda: None)
+    jobs = {name: submit(store, name) for name in ("completed", "failed", "cancelled", "queued")}
+    hook()
+    done = jobs["completed"]
+    for _ in range(3):  # plan, build, write tests
+        step(store, done)
+        hook()
+    step(store, done, Outcome.FAILED)  # the tests fail: attempt 2 starts at the build
+    hook()
+    for _ in range(5):  # build, write tests, run tests, review, sandbox
+        step(store, done)
+        hook()
+
+    failed = jobs["failed"]
+    start(store, failed)
+    start(store, failed)  # started again without a result: resumed
+    job = store.get(failed)
+    due = job.due()
+    assert due is not None
+    job.fail_step(due, reason="the model is unreachable", causation_id="test")
+    store.save(job)
+    hook()
+
+    job = store.get(jobs["cancelled"])
+    job.cancel(reason="not needed", by="someone", causation_id="test")
+    store.save(job)
+    hook()
+
+    jobs["running"] = submit(store, "running")
+    step(store, jobs["running"])
+    start(store, jobs["running"])
+    hook()
+    return jobs
+
+
+def rows(database_url: str, query: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+
+
+def test_projection_applies_every_event_in_order(
+    database_url: str, store: JobStore, projection: Projection
+) -> None:
+    jobs = history(store)
+    applied = projection.catch_up()
+    assert applied == store.max_position()
+    assert projection.position() == store.max_position()
+
+    timeline = rows(database_url, "SELECT position FROM vdo_read.timeline ORDER BY position")
+    assert [r[0] for r in timeline] == list(range(1, store.max_position() + 1))
+
+    with psycopg.connect(database_url) as conn:
+        done = readmodels.get_job(conn, jobs["completed"])
+        assert done is not None
+        events = store.job_events(jobs["completed"])
+        assert (done.status, done.phase, done.step, done.attempt) == ("completed", None, None, 2)
+        assert done.created_at == events[0].timestamp
+        assert done.updated_at == done.finished_at == events[-1].timestamp
+        assert done.started_at == next(e.timestamp for e in events if e.type == "StepStarted")
+        assert (done.version, done.last_position) == (events[-1].version, events[-1].position)
+        steps = readmodels.job_steps(conn, jobs["completed"])
+        assert [(s.step, s.attempt, s.outcome) for s in steps] == [
+            ("plan", 1, "ok"),
+            ("build", 1, "ok"),
+            ("write_tests", 1, "ok"),
+            ("run_tests", 1, "failed"),
+            ("build", 2, "ok"),
+            ("write_tests", 2, "ok"),
+            ("run_tests", 2, "passed"),
+            ("review", 2, "approved"),
+            ("sandbox_run", 2, "up"),
+        ]
+        assert steps[0].artifacts == {"app.py": "ab" * 32}
+        assert steps[0].details == {"tokens": 12, "cost_usd": 0.25}
+
+        failed = readmodels.get_job(conn, jobs["failed"])
+        assert failed is not None
+        assert (failed.status, failed.phase, failed.step) == ("failed", "planning", "plan")
+        assert failed.finished_reason == "planning failed: the model is unreachable"
+        (plan,) = readmodels.job_steps(conn, jobs["failed"])
+        assert (plan.resumed, plan.failed_reason) == (1, "the model is unreachable")
+
+        cancelled = readmodels.get_job(conn, jobs["cancelled"])
+        assert cancelled is not None
+        assert (cancelled.status, cancelled.finished_reason) == ("cancelled", "not needed")
+
+        queued = readmodels.get_job(conn, jobs["queued"])
+        assert queued is not None
+        assert (queued.status, queued.phase, queued.step, queued.started_at) == (
+            "queued",
+            "planning",
+            "plan",
+            None,
+        )
+        running = readmodels.get_job(conn, jobs["running"])
+        assert running is not None
+        assert (running.status, running.phase, running.step) == ("running", "building", "build")
+
+        page, total = readmodels.list_jobs(conn, limit=2, offset=0)
+        assert total == 5
+        assert [j.id for j in page] == [jobs["running"], jobs["queued"]]
+        stats = readmodels.stats(conn)
+        assert stats.by_status == {
+            "queued": 1,
+            "running": 1,
+            "completed": 1,
+            "failed": 1,
+            "cancelled": 1,
+        }
+        assert stats.mean_completed_seconds is not None
+        assert stats.mean_completed_seconds > 0
+
+
+async def test_the_same_message_twice_changes_nothing(
+    database_url: str, store: JobStore, projection: Projection
+) -> None:
+    projector = Projector(projection)
+    submit(store)
+    first = to_message(store.read(after=0)[0])
+    await projector.handle(Delivery(first, 1))
+    before = checksums(database_url)
+    await projector.handle(Delivery(first, 2))
+    assert checksums(database_url) == before
+    assert projection.position() == 1
+
+
+async def test_out_of_order_and_duplicate_messages_give_the_right_result(
+    database_url: str, store: JobStore, projection: Projection
+) -> None:
+    projector = Projector(projection)
+    delivered: list[int] = []
+
+    def deliver_something() -> None:
+        # Deliver a random earlier message (late, repeated, or ahead of others) after each
+        # change: what gets applied is whatever the store holds, in its order.
+        events = store.read(after=0, limit=10_000)
+        message = to_message(random.choice(events))
+        delivered.append(message.position)
+        asyncio.run_coroutine_threadsafe(projector.handle(Delivery(message, 1)), loop).result()
+
+    loop = asyncio.get_running_loop()
+    random.seed(7)
+    await asyncio.to_thread(history, store, deliver_something)
+    assert delivered != sorted(delivered)
+    latest = to_message(store.read(after=store.max_position() - 1)[0])
+    await projector.handle(Delivery(latest, 1))
+    live = checksums(database_url)
+    summary = rebuild(database_url)
+    assert summary.checksums == live == checksums(database_url)
+
+
+def test_rebuild_gives_identical_checksums_to_the_live_read_models(
+    database_url: str, store: JobStore, projection: Projection
+) -> None:
+    history(store, projection.catch_up)
+    live = checksums(database_url)
+    assert len(set(live.values())) == 3
+
+    summary = rebuild(database_url)
+    assert summary.events_applied == summary.position == store.max_position()
+    assert summary.duration_seconds >= 0
+    assert summary.checksums == live
+    assert checksums(database_url) == live
+    # The live projector carries on after a rebuild from the rebuilt position.
+    submit(store)
+    assert projection.catch_up() == 1
+    assert rebuild(database_url).checksums == checksums(database_url)
+
+
+def test_checksums_of_missing_read_models_are_those_of_empty_ones(
+    database_url: str, store: JobStore, projection: Projection
+) -> None:
+    missing = checksums(database_url)
+    projection.setup()
+    assert checksums(database_url) == missing
+    assert rebuild(database_url).checksums == missing
+
+
+def test_two_replicas_apply_each_event_exactly_once(database_url: str, store: JobStore) -> None:
+    replicas = [Projection(database_url, batch_size=3) for _ in range(2)]
+    writing = threading.Event()
+    writing.set()
+    errors: list[BaseException] = []
+
+    def follow(replica: Projection) -> None:
+        try:
+            while writing.is_set():
+                replica.catch_up()
+            replica.catch_up()
+        except BaseException as error:  # reported by the test thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=follow, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    try:
+        history(store)
+    finally:
+        writing.clear()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    try:
+        assert replicas[0].position() == store.max_position()
+        count = rows(database_url, "SELECT count(*) FROM vdo_read.timeline")
+        assert count[0][0] == store.max_position()
+        live = checksums(database_url)
+        assert rebuild(database_url).checksums == live
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
+async def test_the_projector_follows_the_bus(
+    database_url: str, nats_url: str, store: JobStore, projection: Projection
+) -> None:
+    nc = await connect(nats_url, name="test")
+    js = nc.jetstream()
+    await ensure_stream(js)
+    stop = asyncio.Event()
+    relay = Relay(store, js, database_url)
+    # A long poll interval: only bus messages can make the projection keep up here.
+    projector = Projector(projection, idle_poll_seconds=3600)
+    subscription = Subscription(
+        js,
+        durable=CONSUMER_PROJECTOR,
+        filter_subjects=[ALL_EVENTS],
+        handler=projector.handle,
+        ack_wait=5,
+        concurrency=1,
+    )
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(subscription.run(stop)),
+        asyncio.create_task(projector.poll(stop)),
+    ]
+    try:
+        await asyncio.to_thread(history, store)
+        for _ in range(200):
+            if await asyncio.to_thread(projection.position) == store.max_position():
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(projection.position) == store.max_position()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await nc.close()
+    assert rebuild(database_url).checksums == checksums(database_url)
+
+
+def test_rebuild_from_the_command_line(database_url: str, store: JobStore) -> None:
+    history(store)
+    env = {**os.environ, "VDO_DATABASE_URL": database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "vdo_projector", "rebuild"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    summary = json.loads(result.stdout)
+    assert summary["events_applied"] == store.max_position()
+    assert summary["checksums"] == checksums(database_url)
