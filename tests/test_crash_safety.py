@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from tests.conftest import RunningStack
+from tests.harness import RunningStack
 
 from vdo_kernel.bus import EventMessage, connect
 from vdo_kernel.subjects import HEADER_MSG_ID, STREAM

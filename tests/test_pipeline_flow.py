@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from tests.conftest import RunningStack
+from tests.harness import RunningStack
 
 STEPS = ["plan", "build", "write_tests", "run_tests", "review", "sandbox_run"]
 PHASES = ["planning", "building", "testing", "testing", "reviewing", "sandboxing"]

@@ -216,7 +216,9 @@ class Gateway:
     def events(self, query: EventQuery) -> list[JSON]:
         params = {"after": query.after} if query.after is not None else None
         answer = self._request("GET", EVENTS_PATH.format(_segment(query.job_id)), params=params)
-        return _items(answer)
+        # Bare, as {"items": [...]} or as {"job_id": ..., "events": [...]}.
+        key = "events" if isinstance(answer, dict) and "events" in answer else "items"
+        return _items(answer, key)
 
     def accepts_query(self, path: str, name: str) -> bool:
         """Whether the gateway's OpenAPI schema lists query parameter ``name`` for a GET on
@@ -280,10 +282,10 @@ def _object(answer: Any) -> JSON:
     return answer
 
 
-def _items(answer: Any) -> list[JSON]:
-    """A list answer, bare or wrapped as {"items": [...]}."""
+def _items(answer: Any, key: str = "items") -> list[JSON]:
+    """A list answer, bare or wrapped in an object under ``key``."""
     if isinstance(answer, dict):
-        answer = answer.get("items")
+        answer = answer.get(key)
     if not isinstance(answer, list):
         raise ClientError("the gateway answered with something that is not a list of items")
     return [item for item in answer if isinstance(item, dict)]

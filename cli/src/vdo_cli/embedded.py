@@ -107,6 +107,8 @@ class EmbeddedNats:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 preexec_fn=die_with_parent,
+                # Own session: Ctrl-C reaches the supervisor, which stops servers last.
+                start_new_session=True,
             )
         self.wait_ready()
 
@@ -255,6 +257,7 @@ class EmbeddedPostgres:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
                 cwd=self.data_dir,
+                start_new_session=True,
                 **_as_user(self._run_as()),
             )
         self.wait_ready()

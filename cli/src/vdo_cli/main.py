@@ -3,7 +3,6 @@ the read models."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -56,7 +55,7 @@ Api = Annotated[
     typer.Option(
         "--api",
         envvar="VDO_API_URL",
-        help="Gateway URL [default: the running stack's, else http://VDO_HOST:VDO_PORT].",
+        help="Gateway URL (default: the running stack's, else http://VDO_HOST:VDO_PORT).",
         show_default=False,
     ),
 ]
@@ -64,8 +63,7 @@ Api = Annotated[
 
 @app.command()
 def up() -> None:
-    """Start the whole stack (NATS, PostgreSQL, gateway, projector, phase services) and run it
-    until interrupted."""
+    """Start the whole stack (NATS, PostgreSQL, gateway, projector, services) until Ctrl-C."""
     settings = _settings()
     # Imported here: the stack pulls in the embedded servers and every service's settings,
     # which the other commands do without.
@@ -82,11 +80,11 @@ def submit(
     ],
     max_attempts: Annotated[
         int | None,
-        typer.Option(help="Build/test/review rounds before giving up [default: the gateway's]."),
+        typer.Option(help="Build/test/review rounds before giving up (default: the gateway's)."),
     ] = None,
     budget: Annotated[
         float | None,
-        typer.Option(help="Spending cap for model calls, in USD [default: the gateway's]."),
+        typer.Option(help="Spending cap for model calls, in USD (default: the gateway's)."),
     ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Follow the job live until it ends.")
@@ -121,7 +119,7 @@ def watch_command(
 @app.command()
 def jobs(
     status: Annotated[Status | None, typer.Option(help="Only jobs in this status.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many jobs.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many jobs.")] = 20,
     api: Api = None,
 ) -> None:
     """List jobs, newest first."""
@@ -170,7 +168,7 @@ def rebuild() -> None:
             # The URL may carry a password; the message says which database without it.
             message = str(exc).replace(url, redact_url(url))
             raise ClientError(f"rebuilding the read models failed: {message}") from exc
-        console.print(_summary(summary))
+        console.print(_summary(summary.to_json()))
 
 
 def _follow(gateway: Gateway, job_id: str) -> None:
@@ -233,17 +231,20 @@ def _settings() -> Settings:
         raise typer.Exit(EXIT_FAILED) from None
 
 
-def _summary(summary: object) -> Table | str:
-    """A rebuild's summary as a two-column table, whatever shape the projector gives it."""
-    if dataclasses.is_dataclass(summary) and not isinstance(summary, type):
-        summary = dataclasses.asdict(summary)
-    if not isinstance(summary, Mapping):
-        return str(summary)
+def _summary(values: Mapping[str, object]) -> Table:
+    """A rebuild's summary as a two-column table, nested values (the checksums) one a row."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    for key, value in summary.items():
-        table.add_row(str(key), str(value))
+
+    def add(prefix: str, mapping: Mapping[str, object]) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, Mapping):
+                add(f"{prefix}{key}.", value)
+            else:
+                table.add_row(escape(f"{prefix}{key}"), escape(str(value)))
+
+    add("", values)
     return table
 
 

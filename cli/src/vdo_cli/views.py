@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vdo_cli.progress import JobProgress, PhaseState, describe, outcome_is_good
-from vdo_kernel.domain import Status
+from vdo_kernel.domain import Phase, Status
 
 JSON = dict[str, Any]
 
@@ -37,18 +37,6 @@ PHASE_MARK = {
     PhaseState.STOPPED: ("■", "magenta"),
 }
 
-# Columns shown for a job's steps, in this order, when the gateway provides them.
-STEP_COLUMNS = (
-    "attempt",
-    "phase",
-    "step",
-    "outcome",
-    "summary",
-    "reason",
-    "started_at",
-    "finished_at",
-)
-
 
 def make_console(*, stderr: bool = False) -> Console:
     console = Console(stderr=stderr, highlight=False)
@@ -70,7 +58,7 @@ def jobs_table(items: list[JSON], total: int, now: datetime | None = None) -> Ta
     now = now or datetime.now(UTC)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("id", no_wrap=True)
-    table.add_column("title", overflow="ellipsis", max_width=60)
+    table.add_column("title", no_wrap=True, overflow="ellipsis", max_width=60)
     table.add_column("status", no_wrap=True)
     table.add_column("phase", no_wrap=True)
     table.add_column("attempt", no_wrap=True, justify="right")
@@ -96,7 +84,12 @@ def job_detail(job: JSON) -> RenderableType:
     if job.get("title"):
         facts.add_row("title", escape(str(job["title"])))
     facts.add_row("status", status_text(job.get("status")))
-    facts.add_row("phase", escape(str(job.get("phase") or "-")))
+    if job.get("description"):
+        facts.add_row("description", escape(str(job["description"])))
+    phase = str(job.get("phase") or "-")
+    if job.get("step"):
+        phase = f"{phase} ({job['step']})"
+    facts.add_row("phase", escape(phase))
     facts.add_row("attempt", _attempts(job))
     for key in ("budget_usd", "cost_usd"):
         if job.get(key) is not None:
@@ -114,13 +107,23 @@ def job_detail(job: JSON) -> RenderableType:
 
 
 def steps_table(steps: list[JSON]) -> Table:
-    columns = [c for c in STEP_COLUMNS if any(s.get(c) not in (None, "") for s in steps)]
     table = Table(title="steps", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in columns:
-        wide = column in ("summary", "reason")
-        table.add_column(column, no_wrap=not wide, overflow="fold" if wide else "ellipsis")
+    table.add_column("attempt", justify="right", no_wrap=True)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    # What the step said is what a reader came for: it gets the room the others leave.
+    table.add_column("summary", overflow="fold", min_width=30, ratio=1)
     for step in steps:
-        table.add_row(*(_step_cell(column, step.get(column)) for column in columns))
+        table.add_row(
+            str(step.get("attempt", "")),
+            escape(str(step.get("phase") or "")),
+            escape(str(step.get("step", "?"))),
+            _outcome(step),
+            _took(step.get("started_at"), step.get("finished_at")),
+            escape(str(step.get("summary") or step.get("failed_reason") or "")),
+        )
     return table
 
 
@@ -140,10 +143,12 @@ def history_table(events: Iterable[JSON]) -> Table:
     return table
 
 
-def phases_table(progress: JobProgress) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("phase", no_wrap=True)
-    table.add_column("state", no_wrap=True)
+def phases_table(progress: JobProgress, *, expand: bool = False) -> Table:
+    # A live view expands to the terminal's width so that it does not jump as notes grow.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=expand)
+    # The note gives way on a narrow terminal; the phase and its state never do.
+    table.add_column("phase", no_wrap=True, min_width=max(len(p) for p in Phase))
+    table.add_column("state", no_wrap=True, min_width=2 + max(len(s) for s in PhaseState))
     table.add_column("attempt", justify="right", no_wrap=True)
     table.add_column("last", overflow="ellipsis", no_wrap=True)
     for phase in progress.phases.values():
@@ -182,14 +187,21 @@ def _attempts(job: JSON) -> str:
     return f"{attempt}/{most}" if most is not None else str(attempt)
 
 
-def _step_cell(column: str, value: object) -> Text | str:
-    if value is None:
+def _outcome(step: JSON) -> Text:
+    if step.get("failed_reason"):
+        return Text("failed", style="red")
+    outcome = step.get("outcome")
+    if outcome is None:
+        # Started and not finished: running now, or interrupted and due again.
+        return Text("running" if step.get("started_at") else "-", style="yellow")
+    return Text(str(outcome), style="green" if outcome_is_good(str(outcome)) else "red")
+
+
+def _took(started: object, finished: object) -> str:
+    start, end = _parse(started), _parse(finished)
+    if start is None or end is None:
         return ""
-    if column == "outcome":
-        return Text(str(value), style="green" if outcome_is_good(str(value)) else "red")
-    if column.endswith("_at"):
-        return _when(value)
-    return escape(str(value))
+    return f"{(end - start).total_seconds():.1f}s"
 
 
 def _when(value: object, layout: str = "%Y-%m-%d %H:%M:%S") -> str:

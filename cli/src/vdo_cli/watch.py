@@ -168,7 +168,7 @@ class LiveDisplay:
         parts: list[RenderableType] = [header]
         if progress.title:
             parts.append(Text(progress.title, style="dim"))
-        parts.append(phases_table(progress))
+        parts.append(phases_table(progress, expand=True))
         recent = Table.grid(padding=(0, 1))
         recent.add_column(no_wrap=True, overflow="ellipsis")
         for event in self._recent:

@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS vdo_read.jobs (
     version integer NOT NULL,
     last_position bigint NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_created_at ON vdo_read.jobs (created_at DESC, id);
+CREATE INDEX IF NOT EXISTS jobs_created_at ON vdo_read.jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_status ON vdo_read.jobs (status);
 
 CREATE TABLE IF NOT EXISTS vdo_read.steps (
@@ -193,7 +193,7 @@ def list_jobs(
     with conn.cursor(row_factory=class_row(JobRow)) as cur:
         cur.execute(
             "SELECT * FROM vdo_read.jobs WHERE (%(status)s::text IS NULL OR status = %(status)s) "
-            "ORDER BY created_at DESC, last_position DESC LIMIT %(limit)s OFFSET %(offset)s",
+            "ORDER BY created_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s",
             {"status": status, "limit": limit, "offset": offset},
         )
         rows = cur.fetchall()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -123,7 +124,7 @@ def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
 
 def rows(database_url: str, query: str) -> list[tuple[object, ...]]:
     with psycopg.connect(database_url) as conn:
-        return conn.execute(query).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query).fetchall()
 
 
 def test_projection_applies_every_event_in_order(
@@ -350,3 +351,78 @@ def test_rebuild_from_the_command_line(database_url: str, store: JobStore) -> No
     summary = json.loads(result.stdout)
     assert summary["events_applied"] == store.max_position()
     assert summary["checksums"] == checksums(database_url)
+
+
+def test_a_rebuild_while_the_projector_runs_loses_and_repeats_nothing(
+    database_url: str, store: JobStore
+) -> None:
+    replica = Projection(database_url, batch_size=2)
+    replica.setup()
+    writing = threading.Event()
+    writing.set()
+    errors: list[BaseException] = []
+
+    def follow() -> None:
+        while writing.is_set():
+            try:
+                replica.catch_up()
+            except BaseException as error:  # reported by the test thread
+                errors.append(error)
+                return
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    rebuilds = []
+    try:
+        history(store, lambda: rebuilds.append(rebuild(database_url)))
+    finally:
+        writing.clear()
+        follower.join(timeout=60)
+    try:
+        assert errors == []
+        replica.catch_up()
+        assert replica.position() == store.max_position()
+        assert rebuild(database_url).checksums == checksums(database_url)
+        assert len(rebuilds) > 5
+    finally:
+        replica.close()
+
+
+async def test_the_projector_process_projects_and_stops_cleanly(
+    database_url: str, nats_url: str, store: JobStore
+) -> None:
+    env = {**os.environ, "VDO_DATABASE_URL": database_url, "VDO_NATS_URL": nats_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vdo_projector"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    nc = await connect(nats_url, name="test")
+    await ensure_stream(nc.jetstream())
+    stop = asyncio.Event()
+    relay_task = asyncio.create_task(Relay(store, nc.jetstream(), database_url).run(stop))
+    try:
+        await asyncio.to_thread(history, store)
+        for _ in range(300):
+            if proc.poll() is not None:
+                break
+            with psycopg.connect(database_url) as conn:
+                if readmodels.exists(conn) and readmodels.projector_position(conn) == (
+                    store.max_position()
+                ):
+                    break
+            await asyncio.sleep(0.05)
+        with psycopg.connect(database_url) as conn:
+            assert readmodels.projector_position(conn) == store.max_position()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        returncode = await asyncio.to_thread(proc.wait, 30)
+        stop.set()
+        await relay_task
+        await nc.close()
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+    assert returncode == 0, stderr
+    assert rebuild(database_url).checksums == checksums(database_url)

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     settings = Settings()
-    if args.command == "run":  # configures its own logging
+    if args.command == "run":
         asyncio.run(run_projector(settings))
         return 0
     # Logs go to stderr, so stdout carries only the JSON result.

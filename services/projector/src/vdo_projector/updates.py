@@ -9,6 +9,7 @@ the timeline and moves the job's version and position; only its meaning is not p
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -23,6 +24,7 @@ Update = Callable[[Connection, StoredJobEvent], None]
 
 def apply(conn: Connection, event: StoredJobEvent) -> None:
     """Project one event. The caller holds the transaction and the tracking lock."""
+    event = replace(event, data=_storable(event.data))
     conn.execute(
         "INSERT INTO vdo_read.timeline (position, job_id, version, type, timestamp, data) "
         "VALUES (%s, %s, %s, %s, %s, %s)",
@@ -191,6 +193,19 @@ def _ended(status: Status) -> Update:
         )
 
     return update
+
+
+def _storable(value: Any) -> Any:
+    """The value with NUL characters and unpaired surrogates replaced: PostgreSQL text and
+    jsonb cannot hold them, and one such event must not stop the projection for ever. The
+    replacement is deterministic, so a replay writes the same rows."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
 
 
 def _phase_of(step: str) -> str | None:

@@ -147,7 +147,16 @@ async def run(
             ):
                 stopped_early = True
                 break
+        if not (timed_out or stopped_early):
+            # Output ended: let the run report its own exit status before anything is killed
+            # (killing first would turn a passing run into a killed one).
+            remaining = max(deadline - time.monotonic(), 0.1)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=remaining)
+            except TimeoutError:
+                timed_out = True
     finally:
+        # Whatever the run left behind (background processes included) dies with it.
         _kill_group(process.pid)
         with contextlib.suppress(ProcessLookupError):
             process.kill()

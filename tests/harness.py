@@ -1,20 +1,17 @@
-"""Fixtures that run the whole stack as a user would: every service as its own process,
-supervised, on real NATS and PostgreSQL, driven through the gateway's HTTP API."""
+"""A whole running stack for tests: every service as its own process, supervised, on real
+NATS and PostgreSQL, driven through the gateway's HTTP API as a user would."""
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import pytest
 
-from vdo_cli.embedded import EmbeddedPostgres, free_port
+from vdo_cli.embedded import free_port
 from vdo_cli.stack import ALL_SERVICES, Stack
 from vdo_kernel.settings import Settings
 
@@ -92,7 +89,7 @@ class RunningStack:
 TERMINAL_EVENTS = {"JobCompleted", "JobFailed", "JobCancelled"}
 
 
-def _start(home: Path, database_url: str | None, **settings: Any) -> RunningStack:
+def start_stack(home: Path, database_url: str | None, **settings: Any) -> RunningStack:
     log: list[str] = []
     config = Settings(
         home=home,
@@ -118,37 +115,3 @@ def _start(home: Path, database_url: str | None, **settings: Any) -> RunningStac
         stack.stop()
         raise AssertionError("stack did not start:\n" + "\n".join(log[-80:])) from None
     return running
-
-
-@pytest.fixture
-def make_stack(tmp_path: Path, database_url: str) -> Iterator[Callable[..., RunningStack]]:
-    """A whole stack of one's own (for tests that kill or restart parts of it)."""
-    started: list[RunningStack] = []
-
-    def factory(**settings: Any) -> RunningStack:
-        running = _start(tmp_path / f"home{len(started)}", database_url, **settings)
-        started.append(running)
-        return running
-
-    yield factory
-    for running in started:
-        running.stack.stop()
-
-
-@pytest.fixture(scope="module")
-def running_stack(
-    tmp_path_factory: pytest.TempPathFactory, postgres_server: EmbeddedPostgres
-) -> Iterator[RunningStack]:
-    """One whole stack shared by a test module (for tests that only drive it)."""
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    running = _start(
-        tmp_path_factory.mktemp("stack"),
-        f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}",
-    )
-    yield running
-    running.stack.stop()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,111 @@
+"""What the gateway holds while it runs: the event store, a pool of read-model connections and
+a NATS connection. None of it is state of its own: everything it answers comes from the store
+or the read models."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from psycopg_pool import ConnectionPool
+
+from vdo_kernel import logs, readmodels
+from vdo_kernel.bus import connect
+from vdo_kernel.settings import Settings
+from vdo_kernel.store import JobStore
+
+log = logs.get(__name__)
+
+READ_POOL_SIZE = 10
+
+
+class Bus:
+    """The NATS connection, made in the background: the API answers (and its health check says
+    NATS is down) while NATS is unreachable, and picks it up when it comes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        while self.client is None:
+            try:
+                self.client = await connect(self.url, name="gateway", connect_timeout=30)
+            except RuntimeError as error:
+                log.warning("NATS unreachable; still trying", error=str(error))
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and bool(self.client.is_connected)
+
+    def jetstream(self) -> JetStreamContext | None:
+        if self.client is None or not self.client.is_connected:
+            return None
+        js: JetStreamContext = self.client.jetstream()
+        return js
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    store: JobStore
+    read_pool: ConnectionPool[psycopg.Connection[Any]]
+    bus: Bus
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Resources:
+        nats_url, database_url = settings.require_urls()
+        store = await asyncio.to_thread(JobStore, database_url, pool_size=READ_POOL_SIZE)
+        try:
+            # The read models may not exist yet (no projector has run): queries then answer
+            # from empty tables instead of failing.
+            await asyncio.to_thread(_create_read_models, database_url)
+            pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                database_url,
+                min_size=1,
+                max_size=READ_POOL_SIZE,
+                kwargs={"autocommit": True},
+                configure=_in_utc,
+                open=False,
+                name="gateway-read",
+            )
+            await asyncio.to_thread(pool.open)
+        except BaseException:
+            store.close()
+            raise
+        bus = Bus(nats_url)
+        bus.start()
+        return cls(settings=settings, store=store, read_pool=pool, bus=bus)
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await asyncio.to_thread(self.read_pool.close)
+        await asyncio.to_thread(self.store.close)
+
+
+def _in_utc(conn: psycopg.Connection[Any]) -> None:
+    # Times come back in the session's zone; UTC makes them read like the store's.
+    conn.execute("SET TimeZone = 'UTC'")
+
+
+def _create_read_models(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        readmodels.create_schema(conn)

@@ -1,0 +1,339 @@
+"""The REST API on a real PostgreSQL and JetStream: the happy path, and bad input of every kind
+answered with a clear 4xx that writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from vdo_cli.embedded import EmbeddedNats
+from vdo_gateway.app import create_app
+from vdo_gateway.binding import UnsafeBindError
+from vdo_kernel.settings import Settings
+from vdo_kernel.store import JobStore
+from vdo_projector.projection import Projection
+
+MB = 1024 * 1024
+JOB = {"title": "todo API", "description": "a FastAPI todo API with SQLite and tests"}
+
+
+@pytest.fixture
+def settings(database_url: str, nats_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, nats_url=nats_url, home=tmp_path)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        ) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    store = JobStore(database_url, pool_size=1)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
+    projection = Projection(database_url, store)
+    yield projection
+    projection.close()
+
+
+async def submit(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
+    response = await client.post("/api/jobs", json={**JOB, **changes})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_submit_then_read_the_job_and_its_events(
+    client: httpx.AsyncClient, store: JobStore, projection: Projection
+) -> None:
+    response = await client.post("/api/jobs", json={**JOB, "max_attempts": 2, "budget_usd": 2.5})
+    assert response.status_code == 201
+    created = response.json()
+    job_id = created["id"]
+    assert response.headers["location"] == f"/api/jobs/{job_id}"
+    assert created["status"] == "queued"
+    assert (created["phase"], created["step"], created["attempt"]) == ("planning", "plan", 1)
+    assert (created["max_attempts"], created["budget_usd"]) == (2, 2.5)
+    assert created["position"] == store.max_position() == 1
+
+    # The projector has not run: the store answers, so a fresh id is never a 404.
+    early = await client.get(f"/api/jobs/{job_id}")
+    assert early.status_code == 200
+    assert early.json()["source"] == "store"
+    assert early.json()["title"] == JOB["title"]
+
+    projection.catch_up()
+    detail = (await client.get(f"/api/jobs/{job_id}")).json()
+    assert detail["source"] == "read_model"
+    assert detail["status"] == "queued"
+    assert detail["description"] == JOB["description"]
+    assert detail["created_at"] == created["created_at"]
+    assert detail["steps"] == []
+    assert detail["position"] == 1
+
+    events = (await client.get(f"/api/jobs/{job_id}/events")).json()
+    assert events["job_id"] == job_id
+    assert [(e["position"], e["version"], e["type"]) for e in events["items"]] == [
+        (1, 1, "JobSubmitted")
+    ]
+    assert events["items"][0]["data"]["title"] == JOB["title"]
+    later = (await client.get(f"/api/jobs/{job_id}/events", params={"after": 1})).json()
+    assert later["items"] == []
+
+    page = (await client.get("/api/jobs")).json()
+    assert page["total"] == 1
+    assert [j["id"] for j in page["items"]] == [job_id]
+
+    stats = (await client.get("/api/stats")).json()
+    assert stats["by_status"]["queued"] == 1
+    assert (stats["total_jobs"], stats["total_events"], stats["projected_position"]) == (1, 1, 1)
+    assert stats["mean_duration_seconds"] is None
+
+
+async def test_jobs_are_listed_newest_first_a_page_at_a_time(
+    client: httpx.AsyncClient, projection: Projection
+) -> None:
+    ids = [(await submit(client, title=f"job {n}"))["id"] for n in range(5)]
+    projection.catch_up()
+    first = (await client.get("/api/jobs", params={"limit": 2})).json()
+    assert (first["total"], first["limit"], first["offset"]) == (5, 2, 0)
+    assert [j["id"] for j in first["items"]] == ids[::-1][:2]
+    last = (await client.get("/api/jobs", params={"limit": 2, "offset": 4})).json()
+    assert [j["id"] for j in last["items"]] == ids[:1]
+    assert (await client.get("/api/jobs", params={"status": "running"})).json()["total"] == 0
+    for params in ({"limit": 0}, {"limit": "many"}, {"offset": -1}, {"status": "sleeping"}):
+        response = await client.get("/api/jobs", params=params)
+        assert response.status_code == 422
+        assert "query parameter" in response.json()["detail"]
+
+
+async def test_a_bearer_token_is_accepted_and_kept_nowhere(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    token = "secret-token-" + uuid4().hex
+    headers = {"Authorization": f"Bearer {token}"}
+    response = await client.post("/api/jobs", json=JOB, headers=headers)
+    assert response.status_code == 201
+    job_id = response.json()["id"]
+    assert (await client.get(f"/api/jobs/{job_id}", headers=headers)).status_code == 200
+    assert (await client.get(f"/api/jobs/{job_id}/events", headers=headers)).status_code == 200
+    assert (await client.get("/api/jobs", headers=headers)).status_code == 200
+    assert token not in json.dumps([e.to_json() for e in store.read(after=0)])
+
+
+async def chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    yield b'{"title": "t", "description": "'
+    for _ in range(total // size):
+        yield b"x" * size
+    yield b'"}'
+
+
+BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
+    ("malformed JSON", {"content": b'{"title": "t",', "json_type": True}, 400, "not valid JSON"),
+    ("JSON that is not an object", {"json": ["t", "d"]}, 422, "must be a JSON object"),
+    ("no body", {}, 422, "request body is required"),
+    ("not sent as JSON", {"content": json.dumps(JOB).encode()}, 422, "must be a JSON object"),
+    ("missing title", {"json": {"description": "d"}}, 422, "field 'title' is required"),
+    ("missing description", {"json": {"title": "t"}}, 422, "field 'description' is required"),
+    ("title of the wrong type", {"json": {**JOB, "title": 123}}, 422, "field 'title'"),
+    ("attempts as a string", {"json": {**JOB, "max_attempts": "3"}}, 422, "'max_attempts'"),
+    ("attempts as a fraction", {"json": {**JOB, "max_attempts": 2.5}}, 422, "'max_attempts'"),
+    ("attempts as a boolean", {"json": {**JOB, "max_attempts": True}}, 422, "'max_attempts'"),
+    ("budget as a string", {"json": {**JOB, "budget_usd": "1"}}, 422, "'budget_usd'"),
+    ("unknown field", {"json": {**JOB, "priority": 1}}, 422, "unknown field 'priority'"),
+    ("empty title", {"json": {**JOB, "title": ""}}, 422, "field 'title'"),
+    ("blank title", {"json": {**JOB, "title": "   "}}, 422, "title must not be empty"),
+    ("title too long", {"json": {**JOB, "title": "t" * 201}}, 422, "at most 200"),
+    ("description too long", {"json": {**JOB, "description": "d" * 20_001}}, 422, "20000"),
+    ("NUL in the title", {"json": {**JOB, "title": "a\x00b"}}, 422, "NUL"),
+    ("too few attempts", {"json": {**JOB, "max_attempts": 0}}, 422, "'max_attempts'"),
+    ("too many attempts", {"json": {**JOB, "max_attempts": 11}}, 422, "'max_attempts'"),
+    ("no budget", {"json": {**JOB, "budget_usd": 0}}, 422, "budget_usd must be more than 0"),
+    ("huge budget", {"json": {**JOB, "budget_usd": 1e9}}, 422, "at most 10000"),
+    ("10 MB description", {"json": {**JOB, "description": "d" * 10 * MB}}, 413, "limit"),
+    ("10 MB body", {"content": b"x" * 10 * MB, "json_type": True}, 413, "limit"),
+    ("10 MB body, chunked", {"content": lambda: chunks(10 * MB), "json_type": True}, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "message"),
+    [pytest.param(args, status, message, id=name) for name, args, status, message in BAD_REQUESTS],
+)
+async def test_bad_input_gets_a_clear_error_and_writes_nothing(
+    client: httpx.AsyncClient,
+    store: JobStore,
+    request_args: dict[str, Any],
+    status: int,
+    message: str,
+) -> None:
+    await submit(client)  # something in the store, so "unchanged" is not just "empty"
+    before = store.max_position()
+    args = dict(request_args)
+    if callable(args.get("content")):
+        args["content"] = args["content"]()  # a fresh stream for each run
+    headers = {"content-type": "application/json"} if args.pop("json_type", False) else {}
+    if "content" in args and not headers:
+        headers = {"content-type": "text/plain"}
+    response = await client.post("/api/jobs", headers=headers, **args)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert isinstance(detail, str)
+    assert message in detail
+    assert store.max_position() == before
+
+
+async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
+    unknown = uuid4()
+    for path in (f"/api/jobs/{unknown}", f"/api/jobs/{unknown}/events"):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"job {unknown} not found"}
+    for path in ("/api/jobs/not-a-uuid", "/api/jobs/123/events"):
+        response = await client.get(path)
+        assert response.status_code == 422
+        assert "path parameter 'job_id'" in response.json()["detail"]
+    missing = await client.get("/api/nothing-here")
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
+    wrong_method = await client.delete("/api/jobs")
+    assert wrong_method.status_code == 405
+    assert isinstance(wrong_method.json()["detail"], str)
+
+
+async def test_health_reports_each_component_and_the_lags(
+    settings: Settings, nats_server: EmbeddedNats, client: httpx.AsyncClient
+) -> None:
+    await submit(client)
+    await submit(client)
+    health = await wait_for_health(client, 200)
+    assert health["status"] == "ok"
+    assert health["position"] == 2
+    components = health["components"]
+    assert components["database"]["status"] == "ok"
+    assert components["nats"]["status"] == "ok"
+    # Nothing relayed or projected yet: both are two events behind.
+    assert (components["relay"]["lag"], components["projector"]["lag"]) == (2, 2)
+
+    nats_server.stop()
+    down = await wait_for_health(client, 503)
+    assert down["status"] == "degraded"
+    assert down["components"]["nats"]["status"] == "down"
+    assert down["components"]["relay"]["status"] == "unknown"
+    assert down["components"]["database"]["status"] == "ok"
+
+
+async def wait_for_health(
+    client: httpx.AsyncClient, status: int, timeout: float = 20
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get("/api/health")
+        if response.status_code == status or time.monotonic() > deadline:
+            assert response.status_code == status, response.text
+            body: dict[str, Any] = response.json()
+            return body
+        await asyncio.sleep(0.1)
+
+
+async def test_openapi_describes_the_create_and_public_models(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/api/openapi.json")).json()
+    models = schema["components"]["schemas"]
+    assert {"JobCreate", "JobPublic", "JobDetail", "JobsPage", "EventPublic"} <= set(models)
+    assert models["JobCreate"]["additionalProperties"] is False
+    assert "/api/jobs/{job_id}/events" in schema["paths"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
+def test_the_gateway_refuses_a_non_loopback_host(settings: Settings, host: str) -> None:
+    with pytest.raises(UnsafeBindError, match="loopback"):
+        create_app(settings.model_copy(update={"host": host}))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_the_gateway_accepts_a_loopback_host(settings: Settings, host: str) -> None:
+    create_app(settings.model_copy(update={"host": host}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_the_gateway_process_serves_and_refuses_to_expose_itself(settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "VDO_DATABASE_URL": str(settings.database_url),
+        "VDO_NATS_URL": str(settings.nats_url),
+        "VDO_HOME": str(settings.home),
+    }
+    refused = subprocess.run(
+        [sys.executable, "-m", "vdo_gateway"],
+        env={**env, "VDO_HOST": "0.0.0.0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "loopback" in refused.stderr
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vdo_gateway"],
+        env={**env, "VDO_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                if response.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the gateway did not become healthy"
+            time.sleep(0.1)
+        created = httpx.post(f"http://127.0.0.1:{port}/api/jobs", json=JOB, timeout=5)
+        assert created.status_code == 201
+        big = httpx.post(
+            f"http://127.0.0.1:{port}/api/jobs",
+            content=b"x" * 10 * MB,
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        assert big.status_code == 413
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        if proc.stderr:
+            proc.stderr.close()
