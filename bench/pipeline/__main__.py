@@ -53,19 +53,6 @@ async def submit_all(api: httpx.AsyncClient, n: int, parallel: int) -> list[str]
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def wait_all(api: httpx.AsyncClient, job_ids: list[str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    pending = set(job_ids)
-    while pending and time.monotonic() < deadline:
-        r = await api.get("/api/stats")
-        counts = r.json().get("by_status", r.json())
-        done = sum(int(counts.get(s, 0)) for s in ("completed", "failed", "cancelled"))
-        if done >= len(job_ids):
-            return
-        await asyncio.sleep(0.05)
-    raise SystemExit(f"timed out with jobs still running after {timeout}s")
-
-
 async def histories(api: httpx.AsyncClient, job_ids: list[str]) -> list[list[dict[str, Any]]]:
     out = []
     for job_id in job_ids:
@@ -101,15 +88,17 @@ def analyse(all_events: list[list[dict[str, Any]]]) -> dict[str, list[float]]:
     return {"latency": latency, "overhead": overhead, "hops": hops, "work": work}
 
 
-async def bench(stack: Stack, jobs: int, parallel: int, timeout: float) -> None:
+async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as api:
         # Warm up every service (first requests, prepared statements, imports).
-        await wait_all(api, await submit_all(api, 3, 3), timeout)
+        baseline = (await api.get("/api/stats")).json()
+        await submit_all(api, 3, 3)
+        await wait_all_new(api, baseline, 3, limit)
         baseline = (await api.get("/api/stats")).json()
         started = time.monotonic()
         job_ids = await submit_all(api, jobs, parallel)
         submitted = time.monotonic()
-        await wait_all_new(api, baseline, jobs, timeout)
+        await wait_all_new(api, baseline, jobs, limit)
         finished = time.monotonic()
         results = analyse(await histories(api, job_ids))
     completed = len(results["latency"])
@@ -132,11 +121,11 @@ async def bench(stack: Stack, jobs: int, parallel: int, timeout: float) -> None:
 
 
 async def wait_all_new(
-    api: httpx.AsyncClient, baseline: dict[str, Any], jobs: int, timeout: float
+    api: httpx.AsyncClient, baseline: dict[str, Any], jobs: int, limit: float
 ) -> None:
     base = baseline.get("by_status", baseline)
     done_before = sum(int(base.get(s, 0)) for s in ("completed", "failed", "cancelled"))
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         body = (await api.get("/api/stats")).json()
         counts = body.get("by_status", body)
@@ -144,7 +133,7 @@ async def wait_all_new(
         if done - done_before >= jobs:
             return
         await asyncio.sleep(0.02)
-    raise SystemExit(f"timed out after {timeout}s")
+    raise SystemExit(f"jobs still running after {limit}s")
 
 
 def main() -> None:

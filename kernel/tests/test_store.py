@@ -83,3 +83,18 @@ def test_an_unknown_job_is_not_found(store: JobStore) -> None:
 
     with pytest.raises(JobNotFoundError):
         store.get(uuid.uuid4())
+
+
+def test_handled_means_exactly_that_message_not_an_earlier_one(store: JobStore) -> None:
+    # Competing replicas finish messages out of order: position 7 done says nothing about 5.
+    first, second = submit(store), submit(store)
+    for job, position in ((first, 7), (second, 9)):
+        due = job.due()
+        assert due is not None
+        job.start_step(due, worker="w", causation_id=str(position))
+        store.save(job, tracking=Tracking("step-plan", position))
+    assert store.is_handled("step-plan", 7)
+    assert store.is_handled("step-plan", 9)
+    assert not store.is_handled("step-plan", 5)
+    assert not store.is_handled("step-plan", 8)
+    assert not store.is_handled("step-build", 7)

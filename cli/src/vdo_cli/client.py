@@ -224,7 +224,7 @@ class Gateway:
         """Whether the gateway's OpenAPI schema lists query parameter ``name`` for a GET on
         ``path`` (written with ``{}`` for path parameters). False when it cannot tell."""
         try:
-            schema = self._request("GET", "/openapi.json")
+            schema = self._request("GET", "/api/openapi.json")
         except ApiError:
             return False
         paths = schema.get("paths") if isinstance(schema, dict) else None

@@ -255,6 +255,9 @@ class Job(Aggregate):
             raise DomainError("description must not be empty")
         if len(description) > DESCRIPTION_MAX:
             raise DomainError(f"description is longer than {DESCRIPTION_MAX} characters")
+        for name, text in (("title", title), ("description", description)):
+            if "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+                raise DomainError(f"{name} contains characters that are not valid text")
         if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise DomainError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
         if not 0 < budget_usd <= 10_000:

@@ -217,7 +217,7 @@ class JobStore:
         try:
             recordings = self.app.events.put(job.collect_events(), tracking=tracking)
         except IntegrityError as error:
-            if tracking is not None and self.recorder.has_tracking_id(
+            if tracking is not None and self.is_handled(
                 tracking.application_name, tracking.notification_id
             ):
                 raise AlreadyHandledError(str(tracking)) from error
@@ -225,7 +225,20 @@ class JobStore:
         return [r.notification.id for r in recordings]
 
     def is_handled(self, consumer: str, position: int) -> bool:
-        return bool(self.recorder.has_tracking_id(consumer, position))
+        """Whether exactly this message was handled by this consumer.
+
+        Not the library's `has_tracking_id`, which answers "has it handled this position or a
+        later one": competing replicas finish messages out of order, so a later position being
+        done says nothing about an earlier one."""
+        query = SQL(
+            "SELECT 1 FROM {}.{} WHERE application_name = %s AND notification_id = %s"
+        ).format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.tracking_table_name),
+        )
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (consumer, position))
+            return cur.fetchone() is not None
 
     # ---- the log --------------------------------------------------------------------
 
