@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -94,3 +95,28 @@ def test_failing_tests_send_the_job_back_to_the_builder_with_feedback(
 
 def _first(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next(e for e in events if e["type"] == kind)
+
+
+def test_read_models_rebuilt_from_the_log_equal_the_live_ones(running_stack: RunningStack) -> None:
+    import psycopg
+
+    from vdo_kernel import readmodels
+    from vdo_kernel.store import JobStore
+    from vdo_projector.projection import checksums, rebuild
+
+    for job_id in [running_stack.submit(f"rebuild {i}", "go") for i in range(3)]:
+        running_stack.wait_for(job_id)
+    store = JobStore(running_stack.database_url, pool_size=1)
+    try:
+        deadline = time.monotonic() + 30
+        with psycopg.connect(running_stack.database_url) as conn:
+            while readmodels.projector_position(conn) < store.max_position():
+                assert time.monotonic() < deadline, "the projector did not catch up"
+                time.sleep(0.1)
+    finally:
+        store.close()
+    live = checksums(running_stack.database_url)
+    summary = rebuild(running_stack.database_url)
+    assert summary.events_applied > 0
+    assert summary.checksums == live
+    assert checksums(running_stack.database_url) == live

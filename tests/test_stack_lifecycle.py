@@ -1,0 +1,115 @@
+"""`vdo up` as a user runs it: starts everything, stops cleanly on Ctrl-C, keeps every job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from vdo_cli.embedded import free_port
+
+
+def start(home: Path, port: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "VDO_HOME": str(home), "VDO_PORT": str(port), "VDO_LOG_FORMAT": "json"}
+    env.pop("VDO_DATABASE_URL", None)
+    env.pop("VDO_NATS_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vdo_cli.main", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_healthy(api: httpx.Client, process: subprocess.Popen[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        try:
+            if api.get("/api/health").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the stack did not become healthy")
+
+
+def wait_status(api: httpx.Client, job_id: str, status: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = api.get(f"/api/jobs/{job_id}")
+        if response.status_code == 200 and response.json()["status"] == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never became {status}")
+
+
+def processes_under(home: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            environ = proc.info["environ"] or {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(home) in cmdline or environ.get("VDO_HOME") == str(home):
+            found.append(proc)
+    return found
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def test_ctrl_c_stops_everything_and_a_restart_keeps_every_job(tmp_path: Path) -> None:
+    home = tmp_path / "vdo-home"
+    port = free_port()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+        job_id = run_once_and_stop(api, home, port)
+        restart_and_find_it(api, home, port, job_id)
+
+
+def run_once_and_stop(api: httpx.Client, home: Path, port: int) -> str:
+    first = start(home, port)
+    try:
+        wait_healthy(api, first)
+        response = api.post("/api/jobs", json={"title": "kept", "description": "survives"})
+        assert response.status_code == 201
+        job_id: str = response.json()["id"]
+        wait_status(api, job_id, "completed")
+    finally:
+        output = stop(first)
+    for service in ("relay", "projector", "planner", "builder", "tester", "reviewer", "sandbox"):
+        assert f"{service:<10}|" in output, f"no output from {service}"
+    assert "stack     | stopped" in output
+    time.sleep(0.5)
+    assert processes_under(home) == [], "something was left running after Ctrl-C"
+    assert not (home / "stack.json").exists()
+    return job_id
+
+
+def restart_and_find_it(api: httpx.Client, home: Path, port: int, job_id: str) -> None:
+    second = start(home, port)
+    try:
+        wait_healthy(api, second)
+        kept = api.get(f"/api/jobs/{job_id}")
+        assert kept.status_code == 200
+        assert kept.json()["status"] == "completed"
+        events = api.get(f"/api/jobs/{job_id}/events").json()["items"]
+        assert events[-1]["type"] == "JobCompleted"
+        response = api.post("/api/jobs", json={"title": "after", "description": "a restart"})
+        wait_status(api, response.json()["id"], "completed")
+        assert [e["position"] for e in events] == sorted(e["position"] for e in events)
+    finally:
+        stop(second)
+    assert processes_under(home) == []
