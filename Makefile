@@ -1,6 +1,6 @@
 # The two commands that matter: `make run` and `make test`. Both set up what they need.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
 .PHONY: run test setup lint typecheck unit bench clean
 
@@ -12,7 +12,7 @@ test: setup lint typecheck ## set up and run every check and test
 	$(UV) run pytest
 
 setup:
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet --user uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --all-packages --frozen
 
 lint:
