@@ -96,7 +96,14 @@ async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
         await wait_all_new(api, baseline, 3, limit)
         baseline = (await api.get("/api/stats")).json()
         started = time.monotonic()
-        job_ids = await submit_all(api, jobs, parallel)
+        if parallel == 1:
+            # One job at a time: the latency of a job alone, with no queueing behind others.
+            job_ids = []
+            for _ in range(jobs):
+                job_ids += await submit_all(api, 1, 1)
+                await wait_all_new(api, baseline, len(job_ids), limit)
+        else:
+            job_ids = await submit_all(api, jobs, parallel)
         submitted = time.monotonic()
         await wait_all_new(api, baseline, jobs, limit)
         finished = time.monotonic()
@@ -132,14 +139,16 @@ async def wait_all_new(
         done = sum(int(counts.get(s, 0)) for s in ("completed", "failed", "cancelled"))
         if done - done_before >= jobs:
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.005)
     raise SystemExit(f"jobs still running after {limit}s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--parallel", type=int, default=50, help="submissions in flight")
+    parser.add_argument(
+        "--parallel", type=int, default=50, help="submissions in flight (1: one job at a time)"
+    )
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vdo-bench-") as home:

@@ -67,9 +67,11 @@ class Subscription:
         try:
             while not stop.is_set():
                 await self._slots.acquire()
-                free = 1 + self._free_slots()
                 try:
-                    msgs = await psub.fetch(batch=free, timeout=1.0)
+                    # One message per fetch: a batch fetch that long-polls waits for the batch
+                    # to fill (up to its timeout) once the first message arrives, which
+                    # would hold a lone message back. Concurrency comes from the slots.
+                    msgs = await psub.fetch(batch=1, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     self._slots.release()
                     continue
@@ -80,25 +82,20 @@ class Subscription:
                     log.debug("fetch failed", consumer=self.durable, error=repr(error))
                     await asyncio.sleep(0.5)
                     continue
-                first = True
-                for msg in msgs:
-                    if not first:
-                        await self._slots.acquire()
-                    first = False
-                    task = asyncio.create_task(self._handle(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                if first:  # an empty batch
+                if not msgs:
                     self._slots.release()
+                    continue
+                for extra in msgs[1:]:  # never more than one; handed back if it happens
+                    await extra.nak()
+                task = asyncio.create_task(self._handle(msgs[0]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         finally:
             # Finish the messages in hand before stopping (a graceful shutdown).
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
-
-    def _free_slots(self) -> int:
-        return max(0, self.concurrency - len(self._tasks) - 1)
 
     async def _handle(self, msg: Msg) -> None:
         try:

@@ -10,6 +10,7 @@ in one transaction: a redelivered message then fails on the tracking key and cha
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,10 +18,10 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from vdo_kernel.domain import EVENT_NAMES, Job
@@ -73,25 +74,92 @@ class Lease:
 
 
 class GaplessRecorder(PostgresProcessRecorder):
+    """Appends events (and a tracking record) in one server-side call.
+
+    The events table's exclusive lock orders commits; it is taken inside the function and
+    released by the commit that follows at once, so it is never held while a client process
+    is busy elsewhere (the library's own insert holds it across several round trips).
+    """
+
+    SETUP_LOCK_KEY = 0x7664_6F5F_7365  # serialises table and function creation at start
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        table = SQL("{schema}.{table}").format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
+        schema = Identifier(self.datastore.schema)
+        self.append_function = Identifier(f"{self.events_table_name}_append")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {schema}.{function}("
+                "new_events {schema}.{stored_event_type}[], "
+                "tracking_name text, tracking_position bigint) "
+                "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                "DECLARE last_position bigint; "
+                "BEGIN "
+                "  PERFORM set_config('lock_timeout', '{lock_timeout}s', true); "
+                "  IF tracking_name IS NOT NULL THEN "
+                "    INSERT INTO {schema}.{tracking} (application_name, notification_id) "
+                "    VALUES (tracking_name, tracking_position); "
+                "  END IF; "
+                "  LOCK TABLE {schema}.{events} IN EXCLUSIVE MODE; "
+                "  SELECT COALESCE(MAX(notification_id), 0) INTO last_position "
+                "  FROM {schema}.{events}; "
+                "  PERFORM pg_notify({channel}, ''); "
+                "  RETURN QUERY "
+                "  INSERT INTO {schema}.{events} "
+                "  (originator_id, originator_version, topic, state, notification_id) "
+                "  SELECT e.originator_id, e.originator_version, e.topic, e.state, "
+                "  last_position + e.ord "
+                "  FROM unnest(new_events) WITH ORDINALITY "
+                "  AS e(originator_id, originator_version, topic, state, ord) "
+                "  ORDER BY e.ord "
+                "  RETURNING notification_id; "
+                "END $$"
+            ).format(
+                schema=schema,
+                function=self.append_function,
+                stored_event_type=Identifier(self.stored_event_type_name),
+                tracking=Identifier(self.tracking_table_name),
+                events=Identifier(self.events_table_name),
+                channel=Literal(self.channel_name),
+                lock_timeout=SQL(str(int(self.datastore.lock_timeout or 10))),
+            )
         )
-        self.insert_events_statement = SQL(
-            "INSERT INTO {table} AS t "
-            "(originator_id, originator_version, topic, state, notification_id) "
-            "SELECT e.originator_id, e.originator_version, e.topic, e.state, "
-            "(SELECT COALESCE(MAX(notification_id), 0) FROM {table}) + e.ord "
-            "FROM unnest(%s::{schema}.{stored_event_type}[]) WITH ORDINALITY "
-            "AS e(originator_id, originator_version, topic, state, ord) "
-            "RETURNING notification_id"
-        ).format(
-            table=table,
-            schema=Identifier(self.datastore.schema),
-            stored_event_type=Identifier(self.stored_event_type_name),
-        )
+        self.append_statement = SQL(
+            "SELECT appended AS position FROM {schema}.{function}(%s, %s, %s) AS appended"
+        ).format(schema=schema, function=self.append_function)
+
+    def create_table(self) -> None:
+        # Services may start together against a fresh database; one creates, the others wait.
+        with self.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (self.SETUP_LOCK_KEY,))
+            try:
+                super().create_table()
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (self.SETUP_LOCK_KEY,))
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        tracking: Tracking | None = kwargs.get("tracking")
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in stored_events
+        ]
+        with self.datastore.get_connection() as conn, conn.cursor() as cur:
+            try:
+                cur.execute(
+                    self.append_statement,
+                    (
+                        rows,
+                        tracking.application_name if tracking else None,
+                        tracking.notification_id if tracking else None,
+                    ),
+                    prepare=True,
+                )
+                ids = [row["position"] for row in cur.fetchall()]
+            except psycopg.errors.UniqueViolation as error:
+                raise IntegrityError(str(error)) from error
+        return ids
 
 
 class GaplessPostgresFactory(PostgresFactory):
@@ -171,7 +239,7 @@ def postgres_env(database_url: str, *, pool_size: int = 5) -> dict[str, str]:
         "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
         "POSTGRES_CONNECT_TIMEOUT": "10",
         "POSTGRES_LOCK_TIMEOUT": "10",
-        "POSTGRES_PRE_PING": "y",
+        "POSTGRES_PRE_PING": "n",
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "SINGLE_ROW_TRACKING": "n",
         "CREATE_TABLE": "y",
@@ -264,8 +332,6 @@ class JobStore:
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
             cur.execute(query, (job_id,))
             rows = cur.fetchall()
-        from eventsourcing.persistence import StoredEvent
-
         return [
             self._decode(
                 row["notification_id"],
