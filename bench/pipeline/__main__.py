@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from vdo_cli.embedded import free_port
 from vdo_cli.stack import Stack
@@ -64,6 +65,8 @@ async def histories(api: httpx.AsyncClient, job_ids: list[str]) -> list[list[dic
 
 def analyse(all_events: list[list[dict[str, Any]]]) -> dict[str, list[float]]:
     latency, overhead, hops, work = [], [], [], []
+    per_step: dict[str, list[float]] = {}
+    per_hop: dict[str, list[float]] = {}
     for events in all_events:
         by_position = {e["position"]: e for e in events}
         submitted = ts(events[0])
@@ -79,13 +82,41 @@ def analyse(all_events: list[list[dict[str, Any]]]) -> dict[str, list[float]]:
                 cause = by_position.get(int(e["causation_id"]))
                 if cause is not None:
                     hops.append(ts(e) - ts(cause))
+                    per_hop.setdefault(e["data"]["step"], []).append(ts(e) - ts(cause))
             elif e["type"] == "StepFinished":
                 step_time = ts(e) - started_at.get(e["data"]["step"], ts(e))
                 inside += step_time
                 work.append(step_time)
+                per_step.setdefault(e["data"]["step"], []).append(step_time)
         latency.append(total)
         overhead.append(total - inside)
-    return {"latency": latency, "overhead": overhead, "hops": hops, "work": work}
+    results = {"latency": latency, "overhead": overhead, "hops": hops, "work": work}
+    results.update({f"step {k}": v for k, v in per_step.items()})
+    results.update({f"hop to {k}": v for k, v in per_hop.items()})
+    return results
+
+
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system) used so far by each part of the stack."""
+    parts: dict[str, list[psutil.Process]] = {}
+    for name, proc in stack.procs.items():
+        if proc.popen is not None:
+            parts[name] = [psutil.Process(proc.popen.pid)]
+    for name, server in (("nats", stack.nats), ("postgres", stack.postgres)):
+        if server is not None and server.process is not None:
+            root = psutil.Process(server.process.pid)
+            parts[name] = [root, *root.children(recursive=True)]
+    used: dict[str, float] = {}
+    for name, processes in parts.items():
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+        used[name] = total
+    return used
 
 
 async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
@@ -95,6 +126,7 @@ async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
         await submit_all(api, 3, 3)
         await wait_all_new(api, baseline, 3, limit)
         baseline = (await api.get("/api/stats")).json()
+        cpu_before = cpu_seconds(stack)
         started = time.monotonic()
         if parallel == 1:
             # One job at a time: the latency of a job alone, with no queueing behind others.
@@ -107,6 +139,7 @@ async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
         submitted = time.monotonic()
         await wait_all_new(api, baseline, jobs, limit)
         finished = time.monotonic()
+        cpu_after = cpu_seconds(stack)
         results = analyse(await histories(api, job_ids))
     completed = len(results["latency"])
     print(f"jobs submitted        {jobs} ({parallel} requests in flight)")
@@ -119,12 +152,14 @@ async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
         ("overhead", "orchestration overhead/job"),
         ("hops", "hop: commit → next step"),
         ("work", "work inside one step"),
+        *((k, k) for k in results if k.startswith(("step ", "hop to "))),
     ):
         values = results[name]
         print(
             f"{label:<27} p50 {ms(pct(values, 50))}  p95 {ms(pct(values, 95))}  "
             f"p99 {ms(pct(values, 99))}  (n={len(values)}, mean {ms(statistics.fmean(values))})"
         )
+    print_cpu(cpu_before, cpu_after, jobs)
 
 
 async def wait_all_new(
@@ -139,8 +174,18 @@ async def wait_all_new(
         done = sum(int(counts.get(s, 0)) for s in ("completed", "failed", "cancelled"))
         if done - done_before >= jobs:
             return
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
     raise SystemExit(f"jobs still running after {limit}s")
+
+
+def print_cpu(before: dict[str, float], after: dict[str, float], jobs: int) -> None:
+    total = 0.0
+    print("CPU per job, by process (user + system; the sandbox includes its runs):")
+    for name in after:
+        used = after[name] - before.get(name, 0.0)
+        total += used
+        print(f"  {name:<10} {used / jobs * 1000:8.1f} ms")
+    print(f"  {'all':<10} {total / jobs * 1000:8.1f} ms")
 
 
 def main() -> None:
