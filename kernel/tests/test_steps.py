@@ -113,3 +113,26 @@ async def test_a_step_failure_fails_the_job_with_its_reason(
     assert reloaded.status.value == "failed"
     assert reloaded.finished_reason == "planning failed: the plan cannot be made"
     assert types(store, job)[-2:] == ["StepFailed", "JobFailed"]
+
+
+async def test_a_change_made_during_the_work_is_respected(store: JobStore, tmp_path: Path) -> None:
+    # The job is cancelled while the step works: the result must not resurrect it.
+    job, delivery = submitted(store)
+
+    async def plan_while_cancelled(ctx: StepContext) -> StepResult:
+        other = store.get(ctx.job.id)
+        other.cancel(reason="stop", by="someone", causation_id="x")
+        store.save(other)
+        return StepResult(outcome=Outcome.OK, summary="planned")
+
+    step = StepRunner(
+        step=Step.PLAN,
+        work=plan_while_cancelled,
+        store=store,
+        blobs=BlobStore(tmp_path),
+        settings=Settings(home=tmp_path),
+        worker="test",
+    )
+    await step.handle(delivery)
+    assert types(store, job) == ["JobSubmitted", "StepStarted", "JobCancelled"]
+    assert store.get(job.id).status.value == "cancelled"

@@ -27,8 +27,16 @@ RELAY_LOCK_KEY = 0x7664_6F5F_7265  # "vdo_re": one relay publishes at a time
 
 
 def to_message(event: StoredJobEvent) -> EventMessage:
-    raw = event.to_json()
-    return EventMessage.from_json(raw)
+    return EventMessage(
+        position=event.position,
+        job_id=event.job_id,
+        version=event.version,
+        type=event.type,
+        timestamp=event.timestamp.isoformat(),
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        data=event.data,
+    )
 
 
 async def last_published_position(js: JetStreamContext) -> int:

@@ -22,7 +22,7 @@ from vdo_kernel.blobs import BlobStore
 from vdo_kernel.consumer import Delivery
 from vdo_kernel.domain import Due, Job, Outcome, Step
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import AlreadyHandledError, ConcurrencyError, JobStore
+from vdo_kernel.store import AlreadyHandledError, Claim, ConcurrencyError, JobStore
 from vdo_kernel.subjects import step_consumer
 
 log = logs.get(__name__)
@@ -78,11 +78,12 @@ class StepRunner:
         message = delivery.message
         tracking = Tracking(self.consumer, message.position)
         cause = str(message.position)
-        if await asyncio.to_thread(self.store.is_handled, self.consumer, message.position):
+        lease = self.store.lease(f"{message.job_id}:{self.step.value}")
+        claim = await asyncio.to_thread(lease.claim, tracking)
+        if claim is Claim.HANDLED:
             log.info("duplicate delivery skipped", step=self.step.value)
             return
-        lease = self.store.lease(f"{message.job_id}:{self.step.value}")
-        if not await asyncio.to_thread(lease.acquire):
+        if claim is Claim.BUSY:
             # The step is being worked on right now by a live worker that holds the original
             # message; if that worker dies, its message comes back and the step resumes.
             log.info("step in progress elsewhere; duplicate skipped", step=self.step.value)
@@ -102,18 +103,18 @@ class StepRunner:
                 timeout=self.settings.step_timeout_seconds,
             )
         except StepFailure as failure:
-            await self._record(job.id, due, cause, tracking, failure=str(failure))
+            await self._record(job, due, cause, tracking, failure=str(failure))
             return
         except TimeoutError:
             await self._record(
-                job.id,
+                job,
                 due,
                 cause,
                 tracking,
                 failure=f"timed out after {self.settings.step_timeout_seconds:g}s",
             )
             return
-        await self._record(job.id, due, cause, tracking, result=result)
+        await self._record(job, due, cause, tracking, result=result)
 
     async def _start(self, job_id: UUID, cause: str) -> tuple[Job, Due | None]:
         for _ in range(10):
@@ -140,7 +141,7 @@ class StepRunner:
 
     async def _record(
         self,
-        job_id: UUID,
+        started: Job,
         due: Due,
         cause: str,
         tracking: Tracking,
@@ -148,8 +149,12 @@ class StepRunner:
         result: StepResult | None = None,
         failure: str | None = None,
     ) -> None:
+        # Usually nothing has changed since the start: record on the job as it was then; if
+        # someone appended meanwhile (a cancel, say), reload and ask the rules again.
+        job: Job | None = started
         for _ in range(10):
-            job = await asyncio.to_thread(self.store.get, job_id)
+            if job is None:
+                job = await asyncio.to_thread(self.store.get, started.id)
             if job.is_due(self.step) != due:
                 log.info("result dropped: the job moved on", step=due.step.value)
                 return
@@ -169,6 +174,7 @@ class StepRunner:
             except AlreadyHandledError:
                 return
             except ConcurrencyError:
+                job = None  # its in-memory state holds the rejected events: start afresh
                 continue
             log.info(
                 "step finished" if result else "step failed",

@@ -9,6 +9,7 @@ in one transaction: a redelivered message then fails on the tracking key and cha
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.sql import SQL, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from vdo_kernel.domain import EVENT_NAMES, Job
@@ -41,6 +42,12 @@ class AlreadyHandledError(Exception):
     """The message's tracking record is already stored: it was handled before."""
 
 
+class Claim(enum.Enum):
+    LEASED = "leased"  # ours to do
+    BUSY = "busy"  # a live worker holds it
+    HANDLED = "handled"  # this very message was handled before
+
+
 class Lease:
     """An advisory lock on one step, held on its own connection while the step's work runs.
 
@@ -49,19 +56,38 @@ class Lease:
     taken and leaves the work to it.
     """
 
-    def __init__(self, pool: ConnectionPool[psycopg.Connection[Any]], key: str) -> None:
+    def __init__(
+        self, pool: ConnectionPool[psycopg.Connection[Any]], key: str, tracking_table: Composed
+    ) -> None:
         self._pool = pool
         self._key = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
         self._conn: psycopg.Connection[Any] | None = None
+        self._claim = SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE application_name = %s "
+            "AND notification_id = %s) AS handled, "
+            "pg_try_advisory_lock(%s) AS leased"
+        ).format(tracking_table)
 
     def acquire(self) -> bool:
+        return self.claim(None) is Claim.LEASED
+
+    def claim(self, tracking: Tracking | None) -> Claim:
+        """Take the lease unless the message was handled already (one round trip for both)."""
         conn = self._pool.getconn()
-        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
-        if row and row[0]:
+        name, position = (
+            (tracking.application_name, tracking.notification_id) if tracking else ("", 0)
+        )
+        row = conn.execute(self._claim, (name, position, self._key)).fetchone()
+        handled, leased = (bool(row[0]), bool(row[1])) if row else (False, False)
+        if leased and not handled:
             self._conn = conn
-            return True
-        self._pool.putconn(conn)
-        return False
+            return Claim.LEASED
+        try:
+            if leased:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
+        finally:
+            self._pool.putconn(conn)
+        return Claim.HANDLED if handled else Claim.BUSY
 
     def release(self) -> None:
         if self._conn is None:
@@ -267,7 +293,11 @@ class JobStore:
         self.app.close()
 
     def lease(self, key: str) -> Lease:
-        return Lease(self._lease_pool, key)
+        table = SQL("{}.{}").format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.tracking_table_name),
+        )
+        return Lease(self._lease_pool, key, table)
 
     # ---- aggregate access -----------------------------------------------------------
 
