@@ -36,8 +36,12 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
     """Connect, retrying until the server answers (it may still be starting), then keep
     reconnecting for ever: a restarted server is picked up again without a restart of ours."""
 
+    client: list[Client] = []
+
     async def on_disconnect() -> None:
-        log.info("nats disconnected")
+        if client and (client[0].is_closed or client[0].is_draining):
+            return  # our own close, not an outage
+        log.warning("nats disconnected; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
@@ -60,6 +64,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
             )
+            client.append(nc)
             return nc
         except Exception as error:
             if asyncio.get_running_loop().time() > deadline:
