@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import psycopg
 from nats.js import JetStreamContext
@@ -68,11 +69,14 @@ class Relay:
         self.idle_poll_seconds = idle_poll_seconds
         self.position = 0
         self.published = 0
+        self._reader: psycopg.AsyncConnection[Any] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True
-        ) as conn:
+        async with (
+            await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn,
+            await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as reader,
+        ):
+            self._reader = reader
             await self._become_leader(conn, stop)
             if stop.is_set():
                 return
@@ -89,7 +93,7 @@ class Relay:
         """Publish every event stored after the last published one; returns how many."""
         total = 0
         while True:
-            events = await asyncio.to_thread(self.store.read, self.position, self.batch_size)
+            events = await self._read()
             if not events:
                 return total
             for event in events:
@@ -107,6 +111,15 @@ class Relay:
                 self.position = event.position
                 self.published += 1
                 total += 1
+
+    async def _read(self) -> list[StoredJobEvent]:
+        if self._reader is None:  # not running: publish_pending called on its own
+            return await asyncio.to_thread(self.store.read, self.position, self.batch_size)
+        # On the relay's own connection, without a thread hop: this is on every event's path.
+        cursor = await self._reader.execute(
+            self.store.read_after_sql, (self.position, self.batch_size), prepare=True
+        )
+        return [self.store.decode_row(row) for row in await cursor.fetchall()]
 
     async def _resume_position(self) -> int:
         while True:

@@ -22,7 +22,7 @@ from vdo_kernel.blobs import BlobStore
 from vdo_kernel.consumer import Delivery
 from vdo_kernel.domain import Due, Job, Outcome, Step
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import AlreadyHandledError, Claim, ConcurrencyError, JobStore
+from vdo_kernel.store import AlreadyHandledError, Claim, ConcurrencyError, JobStore, Lease
 from vdo_kernel.subjects import step_consumer
 
 log = logs.get(__name__)
@@ -77,111 +77,119 @@ class StepRunner:
     async def handle(self, delivery: Delivery) -> None:
         message = delivery.message
         tracking = Tracking(self.consumer, message.position)
-        cause = str(message.position)
         lease = self.store.lease(f"{message.job_id}:{self.step.value}")
-        claim = await asyncio.to_thread(lease.claim, tracking)
-        if claim is Claim.HANDLED:
-            log.info("duplicate delivery skipped", step=self.step.value)
+        # The synchronous parts (store and lease) each run in one thread hop: before the work
+        # and after it. Hops, not queries, are most of a step's fixed cost.
+        started = await asyncio.to_thread(self._begin, lease, message.job_id, tracking)
+        if started is None:
             return
-        if claim is Claim.BUSY:
-            # The step is being worked on right now by a live worker that holds the original
-            # message; if that worker dies, its message comes back and the step resumes.
-            log.info("step in progress elsewhere; duplicate skipped", step=self.step.value)
-            return
+        job, due = started
+        outcome: StepResult | str
         try:
-            await self._run(message.job_id, cause, tracking)
-        finally:
-            await asyncio.to_thread(lease.release)
-
-    async def _run(self, job_id: UUID, cause: str, tracking: Tracking) -> None:
-        job, due = await self._start(job_id, cause)
-        if due is None:
-            return
-        try:
-            result = await asyncio.wait_for(
+            outcome = await asyncio.wait_for(
                 self.work(StepContext(job=job, due=due, blobs=self.blobs, settings=self.settings)),
                 timeout=self.settings.step_timeout_seconds,
             )
         except StepFailure as failure:
-            await self._record(job, due, cause, tracking, failure=str(failure))
-            return
+            outcome = str(failure)
         except TimeoutError:
-            await self._record(
-                job,
-                due,
-                cause,
-                tracking,
-                failure=f"timed out after {self.settings.step_timeout_seconds:g}s",
-            )
-            return
-        await self._record(job, due, cause, tracking, result=result)
+            outcome = f"timed out after {self.settings.step_timeout_seconds:g}s"
+        except BaseException:
+            await asyncio.to_thread(lease.release)
+            raise
+        await asyncio.to_thread(self._finish, lease, job, due, tracking, outcome)
 
-    async def _start(self, job_id: UUID, cause: str) -> tuple[Job, Due | None]:
+    def _begin(self, lease: Lease, job_id: UUID, tracking: Tracking) -> tuple[Job, Due] | None:
+        """Claim the message, then record the step's start; None when there is nothing to do
+        (the lease is then released)."""
+        claim = lease.claim(tracking)
+        if claim is Claim.HANDLED:
+            log.info("duplicate delivery skipped", step=self.step.value)
+            return None
+        if claim is Claim.BUSY:
+            # The step is being worked on right now by a live worker that holds the original
+            # message; if that worker dies, its message comes back and the step resumes.
+            log.info("step in progress elsewhere; duplicate skipped", step=self.step.value)
+            return None
+        try:
+            started = self._start(job_id, str(tracking.notification_id))
+        except BaseException:
+            lease.release()
+            raise
+        if started is None:
+            lease.release()
+        return started
+
+    def _start(self, job_id: UUID, cause: str) -> tuple[Job, Due] | None:
         for _ in range(10):
-            job = await asyncio.to_thread(self.store.get, job_id)
+            job = self.store.get(job_id)
             due = job.is_due(self.step)
             if due is None:
-                return job, None
+                return None
             if job.record(due.step, due.attempt).resumed >= MAX_RESUMES:
                 job.fail_step(
                     due,
                     reason=f"gave up after {MAX_RESUMES + 1} tries that never finished",
                     causation_id=cause,
                 )
-                await asyncio.to_thread(self.store.save, job)
-                return job, None
+                self.store.save(job)
+                return None
             job.start_step(due, worker=self.worker, causation_id=cause)
             try:
-                await asyncio.to_thread(self.store.save, job)
+                self.store.save(job)
             except ConcurrencyError:
                 continue
             log.info("step started", step=due.step.value, attempt=due.attempt)
             return job, due
         raise ConcurrencyError(f"job {job_id} kept changing while starting {self.step}")
 
-    async def _record(
-        self,
-        started: Job,
-        due: Due,
-        cause: str,
-        tracking: Tracking,
-        *,
-        result: StepResult | None = None,
-        failure: str | None = None,
+    def _finish(
+        self, lease: Lease, started: Job, due: Due, tracking: Tracking, outcome: StepResult | str
     ) -> None:
+        try:
+            self._record(started, due, tracking, outcome)
+        finally:
+            lease.release()
+
+    def _record(
+        self, started: Job, due: Due, tracking: Tracking, outcome: StepResult | str
+    ) -> None:
+        """Record the result (or the failure, when `outcome` is a reason) with the tracking
+        record of the message, in one transaction."""
+        cause = str(tracking.notification_id)
         # Usually nothing has changed since the start: record on the job as it was then; if
         # someone appended meanwhile (a cancel, say), reload and ask the rules again.
         job: Job | None = started
         for _ in range(10):
             if job is None:
-                job = await asyncio.to_thread(self.store.get, started.id)
+                job = self.store.get(started.id)
             if job.is_due(self.step) != due:
                 log.info("result dropped: the job moved on", step=due.step.value)
                 return
-            if result is not None:
+            if isinstance(outcome, StepResult):
                 job.finish_step(
                     due,
-                    outcome=result.outcome,
-                    summary=result.summary,
-                    artifacts=result.artifacts,
-                    details=result.details,
+                    outcome=outcome.outcome,
+                    summary=outcome.summary,
+                    artifacts=outcome.artifacts,
+                    details=outcome.details,
                     causation_id=cause,
                 )
             else:
-                job.fail_step(due, reason=failure or "unknown failure", causation_id=cause)
+                job.fail_step(due, reason=outcome, causation_id=cause)
             try:
-                await asyncio.to_thread(self.store.save, job, tracking=tracking)
+                self.store.save(job, tracking=tracking)
             except AlreadyHandledError:
                 return
             except ConcurrencyError:
                 job = None  # its in-memory state holds the rejected events: start afresh
                 continue
             log.info(
-                "step finished" if result else "step failed",
+                "step finished" if isinstance(outcome, StepResult) else "step failed",
                 step=due.step.value,
                 attempt=due.attempt,
-                outcome=result.outcome.value if result else None,
-                reason=failure,
+                outcome=outcome.outcome.value if isinstance(outcome, StepResult) else None,
+                reason=None if isinstance(outcome, StepResult) else outcome,
                 status=job.status.value,
             )
             return

@@ -350,6 +350,30 @@ class JobStore:
         )
         return [self._decode(n.id, n) for n in notifications]
 
+    @property
+    def read_after_sql(self) -> Composed:
+        """The query `read` runs, for a reader with its own (asynchronous) connection:
+        parameters (after, limit); rows feed `decode_row`."""
+        return SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.events_table_name),
+        )
+
+    def decode_row(self, row: Sequence[Any]) -> StoredJobEvent:
+        position, originator_id, version, topic, state = row
+        return self._decode(
+            position,
+            StoredEvent(
+                originator_id=originator_id,
+                originator_version=version,
+                topic=topic,
+                state=bytes(state),
+            ),
+        )
+
     def job_events(self, job_id: UUID) -> list[StoredJobEvent]:
         table = SQL("{}.{}").format(
             Identifier(self.recorder.datastore.schema),
