@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
+from tests.harness import RunningStack
 
 from vdo_cli.embedded import free_port
 
@@ -113,3 +115,15 @@ def restart_and_find_it(api: httpx.Client, home: Path, port: int, job_id: str) -
     finally:
         stop(second)
     assert processes_under(home) == []
+
+
+def test_external_servers_are_used_and_none_is_embedded(make_stack: Any, nats_url: str) -> None:
+    running: RunningStack = make_stack(nats_url=nats_url)  # the database is external too
+    assert running.stack.nats is None
+    assert running.stack.postgres is None
+    assert running.nats_url == nats_url
+    job_id = running.submit("external", "runs on servers the stack did not start")
+    events = running.wait_for(job_id)
+    assert events[-1]["type"] == "JobCompleted"
+    assert not (running.stack.home / "postgres").exists()
+    assert not (running.stack.home / "nats").exists()
