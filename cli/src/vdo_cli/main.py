@@ -1,5 +1,5 @@
 """The `vdo` command: start the stack, submit and follow jobs, list and inspect them, rebuild
-the read models."""
+the read models, back up, restore, export and import."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
+from vdo_cli.audit import load as load_audit
+from vdo_cli.audit import render as render_audit
 from vdo_cli.client import (
     ClientError,
     EventQuery,
@@ -26,6 +28,8 @@ from vdo_cli.client import (
     gateway_address,
     redact_url,
 )
+from vdo_cli.portability import register as register_portability
+from vdo_cli.replay import run_replay
 from vdo_cli.views import history_table, job_detail, jobs_table, make_console, phases_table
 from vdo_cli.watch import watch_job
 from vdo_kernel.domain import Status
@@ -169,6 +173,30 @@ def rebuild() -> None:
             message = str(exc).replace(url, redact_url(url))
             raise ClientError(f"rebuilding the read models failed: {message}") from exc
         console.print(_summary(summary.to_json()))
+
+
+register_portability(app)
+
+
+@app.command()
+def replay(
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Replay aside and compare; change nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The result as JSON.")] = False,
+) -> None:
+    """Replay the event log into the read models; with --verify, replay it aside and compare
+    with the live ones table by table (exit 0 when equal, 1 when not)."""
+    with _reporting_errors():
+        url = database_url(_settings())
+        raise typer.Exit(run_replay(url, make_console(), verify=verify, as_json=as_json))
+
+
+@app.command()
+def audit(job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]) -> None:
+    """The complete history of one job, read from the event log."""
+    with _reporting_errors():
+        render_audit(load_audit(database_url(_settings()), job_id), make_console())
 
 
 def _follow(gateway: Gateway, job_id: str) -> None:

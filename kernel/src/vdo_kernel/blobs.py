@@ -27,6 +27,10 @@ class BlobStore:
             raise ValueError(f"not a sha256 digest: {digest!r}")
         return self.root / "sha256" / digest[:2] / digest[2:]
 
+    def path(self, digest: str) -> Path:
+        """Where the blob is (or would be) on disk, for readers that stream it."""
+        return self._path(digest)
+
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)

@@ -26,15 +26,15 @@ PROJECTOR: Final = "projector"
 # The read-model tables (the tracking table is bookkeeping, not a read model).
 TABLES: Final = ("jobs", "steps", "timeline")
 
-DDL: Final = """
-CREATE SCHEMA IF NOT EXISTS vdo_read;
+_DDL: Final = """
+CREATE SCHEMA IF NOT EXISTS {schema};
 
-CREATE TABLE IF NOT EXISTS vdo_read.tracking (
+CREATE TABLE IF NOT EXISTS {schema}.tracking (
     name text PRIMARY KEY,
     position bigint NOT NULL
 );
 
-CREATE TABLE IF NOT EXISTS vdo_read.jobs (
+CREATE TABLE IF NOT EXISTS {schema}.jobs (
     id uuid PRIMARY KEY,
     title text NOT NULL,
     description text NOT NULL,
@@ -53,10 +53,10 @@ CREATE TABLE IF NOT EXISTS vdo_read.jobs (
     version integer NOT NULL,
     last_position bigint NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_created_at ON vdo_read.jobs (created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_status ON vdo_read.jobs (status);
+CREATE INDEX IF NOT EXISTS jobs_created_at ON {schema}.jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_status ON {schema}.jobs (status);
 
-CREATE TABLE IF NOT EXISTS vdo_read.steps (
+CREATE TABLE IF NOT EXISTS {schema}.steps (
     job_id uuid NOT NULL,
     step text NOT NULL,
     attempt integer NOT NULL,
@@ -66,15 +66,15 @@ CREATE TABLE IF NOT EXISTS vdo_read.steps (
     finished_at timestamptz,
     outcome text,
     summary text,
-    artifacts jsonb NOT NULL DEFAULT '{}'::jsonb,
-    details jsonb NOT NULL DEFAULT '{}'::jsonb,
+    artifacts jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    details jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     failed_reason text,
     resumed integer NOT NULL DEFAULT 0,
     first_position bigint NOT NULL,
     PRIMARY KEY (job_id, step, attempt)
 );
 
-CREATE TABLE IF NOT EXISTS vdo_read.timeline (
+CREATE TABLE IF NOT EXISTS {schema}.timeline (
     position bigint PRIMARY KEY,
     job_id uuid NOT NULL,
     version integer NOT NULL,
@@ -82,14 +82,15 @@ CREATE TABLE IF NOT EXISTS vdo_read.timeline (
     timestamp timestamptz NOT NULL,
     data jsonb NOT NULL
 );
-CREATE INDEX IF NOT EXISTS timeline_job ON vdo_read.timeline (job_id, position);
+CREATE INDEX IF NOT EXISTS timeline_job ON {schema}.timeline (job_id, position);
 
-INSERT INTO vdo_read.tracking (name, position) VALUES ('projector', 0)
+INSERT INTO {schema}.tracking (name, position) VALUES ({projector}, 0)
 ON CONFLICT (name) DO NOTHING;
 """
 
-# The order rows are hashed in: the primary key, so the hash does not depend on storage order.
-_CHECKSUM_ORDER: Final = {
+# Each read-model table's primary key: the order rows are hashed in (so the hash does not depend
+# on storage order) and what names a row that differs.
+PRIMARY_KEYS: Final = {
     "jobs": ("id",),
     "steps": ("job_id", "step", "attempt"),
     "timeline": ("position",),
@@ -99,21 +100,38 @@ _CHECKSUM_ORDER: Final = {
 # ---- schema ----------------------------------------------------------------------------------
 
 
-def create_schema(conn: psycopg.Connection[Any]) -> None:
+def ddl(schema: str = SCHEMA) -> sql.Composed:
+    """The statements that create the read models in a schema (another one than ``vdo_read``
+    holds a copy built aside, to be compared with the live one)."""
+    return sql.SQL(_DDL).format(schema=sql.Identifier(schema), projector=sql.Literal(PROJECTOR))
+
+
+def create_schema(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
     """Create the read models if they are missing (idempotent; safe from every replica)."""
     with conn.transaction():
         # Two processes creating the schema at once would race on the catalog; serialise them.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('vdo_read'))")
-        conn.execute(DDL)
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+        conn.execute(ddl(schema))
 
 
-def drop_schema(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("DROP SCHEMA IF EXISTS vdo_read CASCADE")
+def drop_schema(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT to_regclass('vdo_read.tracking') IS NOT NULL").fetchone()
+def exists(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> bool:
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.tracking', %s::text)) IS NOT NULL", (schema,)
+    ).fetchone()
     return bool(row and row[0])
+
+
+def pin_text_form(conn: psycopg.Connection[Any]) -> None:
+    """Pin, for the current transaction, the session settings that rows' text form depends on,
+    so two databases (or two schemas) holding the same rows print them the same way."""
+    conn.execute("SET LOCAL TimeZone = 'UTC'")
+    conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
+    conn.execute("SET LOCAL IntervalStyle = 'iso_8601'")
+    conn.execute("SET LOCAL extra_float_digits = 1")
 
 
 # ---- rows ------------------------------------------------------------------------------------
@@ -252,7 +270,7 @@ def stats(conn: psycopg.Connection[Any]) -> Stats:
     return Stats(by_status=counts, total_jobs=sum(counts.values()), mean_completed_seconds=mean)
 
 
-def checksums(conn: psycopg.Connection[Any]) -> dict[str, str]:
+def checksums(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> dict[str, str]:
     """A sha256 per read-model table over its rows in primary-key order.
 
     Rows are hashed in PostgreSQL's text form, with the session settings that form depends on
@@ -260,18 +278,15 @@ def checksums(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """
     result: dict[str, str] = {}
     with conn.transaction():
-        conn.execute("SET LOCAL TimeZone = 'UTC'")
-        conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-        conn.execute("SET LOCAL IntervalStyle = 'iso_8601'")
-        conn.execute("SET LOCAL extra_float_digits = 1")
+        pin_text_form(conn)
         for table in TABLES:
             query = sql.SQL(
                 "SELECT encode(sha256(convert_to(coalesce("
                 "string_agg(t::text, E'\\n' ORDER BY {order}), ''), 'UTF8')), 'hex') "
                 "FROM {schema}.{table} AS t"
             ).format(
-                order=sql.SQL(", ").join(sql.Identifier(c) for c in _CHECKSUM_ORDER[table]),
-                schema=sql.Identifier(SCHEMA),
+                order=sql.SQL(", ").join(sql.Identifier(c) for c in PRIMARY_KEYS[table]),
+                schema=sql.Identifier(schema),
                 table=sql.Identifier(table),
             )
             row = conn.execute(query).fetchone()

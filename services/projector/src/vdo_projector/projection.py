@@ -20,15 +20,12 @@ import psycopg
 from vdo_kernel import logs, readmodels
 from vdo_kernel.store import JobStore, StoredJobEvent
 from vdo_projector import updates
+from vdo_projector.eventlog import ProjectionGapError
+from vdo_projector.replay import replay
 
 log = logs.get(__name__)
 
 BATCH_SIZE = 500
-
-
-class ProjectionGapError(RuntimeError):
-    """The store handed back a position that does not follow the last one applied. The log is
-    gapless, so this is a bug or a damaged store; applying it would corrupt the read models."""
 
 
 class Projection:
@@ -155,8 +152,9 @@ class RebuildSummary:
         return asdict(self)
 
 
-def rebuild(database_url: str, *, batch_size: int = 1000) -> RebuildSummary:
-    """Drop the read models and replay the whole log into new ones, in one transaction.
+def rebuild(database_url: str) -> RebuildSummary:
+    """Drop the read models and replay the whole log into new ones, in one transaction (in
+    bulk: see `replay`).
 
     Readers keep seeing the old read models until the new ones are committed; a running
     projector waits on the tracking table meanwhile, then carries on from the rebuilt position.
@@ -171,21 +169,13 @@ def rebuild(database_url: str, *, batch_size: int = 1000) -> RebuildSummary:
                     # waits for its batch to end instead of deadlocking with it.
                     conn.execute("LOCK TABLE vdo_read.tracking IN ACCESS EXCLUSIVE MODE")
                 readmodels.drop_schema(conn)
-                readmodels.create_schema(conn)
-                position = applied = 0
-                while events := store.read(after=position, limit=batch_size):
-                    position = apply_events(conn, events, after=position)
-                    applied += len(events)
-                conn.execute(
-                    "UPDATE vdo_read.tracking SET position = %s WHERE name = %s",
-                    (position, readmodels.PROJECTOR),
-                )
+                replayed = replay(conn, store)
             sums = readmodels.checksums(conn)
     finally:
         store.close()
     summary = RebuildSummary(
-        events_applied=applied,
-        position=position,
+        events_applied=replayed.events,
+        position=replayed.position,
         duration_seconds=round(time.perf_counter() - started, 3),
         checksums=sums,
     )

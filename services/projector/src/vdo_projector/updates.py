@@ -24,7 +24,7 @@ Update = Callable[[Connection, StoredJobEvent], None]
 
 def apply(conn: Connection, event: StoredJobEvent) -> None:
     """Project one event. The caller holds the transaction and the tracking lock."""
-    event = replace(event, data=_storable(event.data))
+    event = replace(event, data=storable(event.data))
     conn.execute(
         "INSERT INTO vdo_read.timeline (position, job_id, version, type, timestamp, data) "
         "VALUES (%s, %s, %s, %s, %s, %s)",
@@ -110,7 +110,7 @@ def _step_started(conn: Connection, event: StoredJobEvent) -> None:
 
 def _step_resumed(conn: Connection, event: StoredJobEvent) -> None:
     data = event.data
-    phase = _phase_of(data["step"])
+    phase = phase_of(data["step"])
     conn.execute(
         "UPDATE vdo_read.jobs SET phase = %s, step = %s WHERE id = %s",
         (phase, data["step"], event.job_id),
@@ -146,7 +146,7 @@ def _step_finished(conn: Connection, event: StoredJobEvent) -> None:
             event.position,
         ),
     )
-    following = _next_step(data["step"], data["outcome"])
+    following = next_step(data["step"], data["outcome"])
     if following is not None:
         conn.execute(
             "UPDATE vdo_read.jobs SET phase = %s, step = %s WHERE id = %s",
@@ -195,27 +195,27 @@ def _ended(status: Status) -> Update:
     return update
 
 
-def _storable(value: Any) -> Any:
+def storable(value: Any) -> Any:
     """The value with NUL characters and unpaired surrogates replaced: PostgreSQL text and
     jsonb cannot hold them, and one such event must not stop the projection for ever. The
     replacement is deterministic, so a replay writes the same rows."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
+        return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_storable(v) for v in value]
+        return [storable(v) for v in value]
     return value
 
 
-def _phase_of(step: str) -> str | None:
+def phase_of(step: str) -> str | None:
     try:
         return STEP_PHASE[Step(step)].value
     except ValueError:
         return None
 
 
-def _next_step(step: str, outcome: str) -> Step | None:
+def next_step(step: str, outcome: str) -> Step | None:
     """The step due after this one finished, as the rules would have it; None when the job's
     next event (a new attempt, or its end) decides instead."""
     try:

@@ -1,0 +1,258 @@
+"""`vdo backup`, `restore`, `export` and `import`: move a deployment's history through bundles."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from vdo_cli.client import ClientError, database_url, read_stack_file, redact_url
+from vdo_cli.views import make_console
+from vdo_kernel.blobs import BlobStore
+from vdo_kernel.bundle import BundleError, Manifest, VerifiedBundle, open_bundle
+from vdo_kernel.portability import (
+    Loaded,
+    LoadResult,
+    PortabilityError,
+    import_bundle,
+    restore,
+    write_bundle,
+)
+from vdo_kernel.settings import Settings
+from vdo_kernel.store import JobStore
+
+EXIT_FAILED = 1
+NATS_CONNECT_SECONDS = 3.0
+
+Out = Annotated[
+    Path | None,
+    typer.Option(
+        "--out", "-o", help="Where to write the bundle (default: a new file here).", dir_okay=False
+    ),
+]
+BundleFile = Annotated[
+    Path, typer.Argument(metavar="FILE", help="A bundle written by `vdo backup` or `vdo export`.")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(backup)
+    app.command("restore")(restore_command)
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+
+
+def backup(out: Out = None) -> None:
+    """Back up the whole event log and its blobs to one file (safe while the stack runs).
+
+    The backup is the log as it was when the backup started, with every blob it references."""
+    _write(out, since=0, name="vdo-backup")
+
+
+def export_command(
+    since: Annotated[
+        int,
+        typer.Option(min=0, help="Only the events after this position (0: the whole log)."),
+    ],
+    out: Out = None,
+) -> None:
+    """Export the events after a position, and their blobs, for `vdo import` elsewhere.
+
+    A migration: restore a backup there, then at cut-over export and import the rest."""
+    _write(out, since=since, name=f"vdo-export-{since}")
+
+
+def restore_command(file: BundleFile) -> None:
+    """Restore a backup into an empty deployment.
+
+    Checks the whole bundle first, then loads the events with their positions, writes the
+    blobs, recreates the stream and rebuilds the read models. Running it again is harmless."""
+    with _reporting_errors():
+        settings = _settings()
+        url = database_url(settings)
+        console = make_console()
+        started = time.monotonic()
+        with _verified(file, settings.home) as bundle, _store(url) as store:
+            console.print(f"verified {file}: {_describe(bundle.manifest)}", markup=False)
+            result = restore(store, BlobStore(settings.blobs_dir), bundle)
+        console.print(_loaded(result, "restored"), markup=False)
+        console.print(_ensure_stream(settings), markup=False)
+        console.print(_rebuild(url), markup=False)
+        console.print(f"done in {time.monotonic() - started:.1f} s", markup=False)
+
+
+def import_command(file: BundleFile) -> None:
+    """Import an export after this deployment's log, which must end where the export begins.
+
+    Importing the same export twice changes nothing."""
+    with _reporting_errors():
+        settings = _settings()
+        url = database_url(settings)
+        console = make_console()
+        with _verified(file, settings.home) as bundle, _store(url) as store:
+            console.print(f"verified {file}: {_describe(bundle.manifest)}", markup=False)
+            result = import_bundle(store, BlobStore(settings.blobs_dir), bundle)
+        console.print(_loaded(result, "imported"), markup=False)
+
+
+def _write(out: Path | None, *, since: int, name: str) -> None:
+    with _reporting_errors():
+        settings = _settings()
+        url = database_url(settings)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = out or Path.cwd() / f"{name}-{stamp}.tar.gz"
+        if target.exists():
+            raise ClientError(f"{target} already exists; choose another --out")
+        started = time.monotonic()
+        with (
+            _store(url) as store,
+            tempfile.TemporaryDirectory(prefix="vdo-bundle-", dir=target.parent) as scratch,
+        ):
+            manifest = write_bundle(
+                store, BlobStore(settings.blobs_dir), target, since=since, scratch=Path(scratch)
+            )
+        size = target.stat().st_size
+        make_console().print(
+            f"wrote {target} ({size / 1e6:.1f} MB in {time.monotonic() - started:.1f} s): "
+            f"{_describe(manifest)}",
+            markup=False,
+        )
+
+
+def _describe(manifest: Manifest) -> str:
+    counts = manifest.counts
+    if counts.events:
+        span = f"positions {manifest.first_position}..{manifest.last_position}"
+    else:
+        span = f"no events after position {manifest.since}"
+    return (
+        f"{counts.events} events of {counts.jobs} jobs, {counts.blobs} blobs, {span} "
+        f"(vdo {manifest.product_version}, {manifest.created_at})"
+    )
+
+
+def _loaded(result: LoadResult, verb: str) -> str:
+    manifest = result.manifest
+    blobs = f"{result.blobs_written} blob(s) written"
+    if result.outcome is Loaded.ALREADY_PRESENT:
+        return (
+            f"the event store already holds these {manifest.counts.events} events (up to "
+            f"position {manifest.last_position}): nothing {verb} twice; {blobs}"
+        )
+    return (
+        f"{verb} {manifest.counts.events} events (positions after {manifest.since} up to "
+        f"{manifest.last_position}) and {blobs} in {result.seconds:.1f} s"
+    )
+
+
+@contextmanager
+def _verified(file: Path, home: Path) -> Iterator[VerifiedBundle]:
+    # Checked parts wait under VDO_HOME: on the blobs' file system, they are linked into
+    # place instead of copied.
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        with open_bundle(file, scratch=home) as bundle:
+            yield bundle
+    except BundleError as exc:
+        raise ClientError(f"{file} refused, nothing was changed: {exc}") from None
+
+
+@contextmanager
+def _store(url: str) -> Iterator[JobStore]:
+    try:
+        store = JobStore(url, pool_size=1)
+    except Exception as exc:
+        message = str(exc).replace(url, redact_url(url))
+        raise ClientError(f"cannot open the event store at {redact_url(url)}: {message}") from exc
+    try:
+        yield store
+    except PortabilityError as exc:
+        raise ClientError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def _ensure_stream(settings: Settings) -> str:
+    """Create the event stream if NATS answers; otherwise the stack creates it when it starts."""
+    url = settings.nats_url
+    if url is None:
+        stack = read_stack_file(settings.home)
+        url = stack.nats_url if stack else None
+    if url is None:
+        return "no NATS configured or running: the stream is created when the stack starts"
+
+    async def ensure() -> None:
+        import nats
+
+        from vdo_kernel.bus import ensure_stream
+
+        nc = await nats.connect(
+            servers=[url],
+            name="vdo-restore",
+            connect_timeout=NATS_CONNECT_SECONDS,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+        )
+        try:
+            await ensure_stream(nc.jetstream())
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(ensure())
+    except Exception as exc:
+        return (
+            f"NATS at {redact_url(url)} is not reachable ({type(exc).__name__}); "
+            "the stream is created when the stack starts"
+        )
+    return f"the event stream is ready on {redact_url(url)}"
+
+
+def _rebuild(url: str) -> str:
+    try:
+        # Imported here: only restore needs the projector, which the CLI does not depend on.
+        from vdo_projector.projection import rebuild
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("vdo_projector", "vdo_projector.projection"):
+            raise
+        return "the projector is not installed here: it builds the read models when it starts"
+    try:
+        summary = rebuild(url)
+    except Exception as exc:
+        message = str(exc).replace(url, redact_url(url))
+        raise ClientError(
+            f"the events are restored, but rebuilding the read models failed ({message}); "
+            "run `vdo projections rebuild`"
+        ) from exc
+    return (
+        f"read models rebuilt from {summary.events_applied} events up to position "
+        f"{summary.position} in {summary.duration_seconds:.1f} s"
+    )
+
+
+@contextmanager
+def _reporting_errors() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as exc:
+        make_console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"VDO_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise ClientError(f"invalid configuration: {problems}") from None
