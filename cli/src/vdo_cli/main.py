@@ -32,6 +32,7 @@ from vdo_cli.portability import register as register_portability
 from vdo_cli.replay import run_replay
 from vdo_cli.views import history_table, job_detail, jobs_table, make_console, phases_table
 from vdo_cli.watch import watch_job
+from vdo_kernel import logs
 from vdo_kernel.domain import Status
 from vdo_kernel.settings import Settings
 
@@ -53,6 +54,13 @@ projections_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(projections_app, name="projections")
+
+
+@app.callback()
+def _quiet_library_logs() -> None:
+    """Commands print their own results on stdout; library lines (the projector's, say) go to
+    stderr and only when they matter. `vdo up` configures each service's logging itself."""
+    logs.configure("vdo", level="WARNING", fmt="console")
 
 Api = Annotated[
     str | None,
