@@ -100,8 +100,11 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
 ) -> None:
     source = make_stack()
     completed = [source.submit(f"done {n}") for n in range(2)]
-    for job_id in completed:
+    # The scripted builder's first attempt fails its tests here, and there is no second.
+    failed = source.submit("fails", "show the repair loop", max_attempts=1)
+    for job_id in [*completed, failed]:
         source.wait_for(job_id)
+    assert source.job(failed)["status"] == "failed"
     # A job in the middle of its build: the builder is frozen, and its step is recorded as
     # started with no result, as when a worker dies mid-step.
     source.stack.kill("builder", signal.SIGSTOP)
@@ -117,18 +120,36 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
             store.save(job)
         finally:
             store.close()
+        # Two jobs nobody has started on: one waits for the (frozen) planner, one is cancelled.
+        source.stack.kill("planner", signal.SIGSTOP)
+        queued = source.submit("queued")
+        cancelled = source.submit("cancelled")
+        store = JobStore(source.database_url, pool_size=1)
+        try:
+            job = store.get(UUID(cancelled))
+            job.cancel(reason="not needed after all", by="test", causation_id="test")
+            store.save(job)
+        finally:
+            store.close()
         wait_projected(source.database_url)
         source_home = source.stack.settings.home
         bundle = tmp_path / "backup.tar.gz"
         said = vdo("backup", "--out", str(bundle), home=source_home)
         count = len(rows(source.database_url))
-        assert f"{count} events of 3 jobs" in said, said
+        assert f"{count} events of 6 jobs" in said, said
         # Nothing moves in the source now, so its read models are the ones at the backup.
         source_checksums = checksums(source.database_url)
-        source_history = {j: source.events(j) for j in [*completed, halfway]}
+        states = {
+            j: source.job(j)["status"] for j in [*completed, failed, halfway, queued, cancelled]
+        }
+        assert sorted(states.values()) == sorted(
+            ["completed", "completed", "failed", "running", "queued", "cancelled"]
+        )
+        source_history = {j: source.events(j) for j in states}
         source_rows = rows(source.database_url)
     finally:
         source.stack.kill("builder", signal.SIGCONT)
+        source.stack.kill("planner", signal.SIGCONT)
 
     home = tmp_path / "restored"
     said = vdo("restore", str(bundle), home=home, database_url=second_database, nats_url=nats_url)
@@ -146,13 +167,17 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
         history = restored.wait_for(halfway)
         assert history[len(source_history[halfway])]["type"] == "StepResumed"
         assert history[-1]["type"] == "JobCompleted"
+        # The queued job is picked up; the finished ones stay as they ended.
+        assert restored.wait_for(queued)[-1]["type"] == "JobCompleted"
+        assert restored.job(failed)["status"] == "failed"
+        assert restored.job(cancelled)["status"] == "cancelled"
         blobs = BlobStore(home / "blobs")
         for job_id, events in source_history.items():
             assert restored.events(job_id)[: len(events)] == events
             assert restored.job(job_id)["title"] == source.job(job_id)["title"]
             assert all(blobs.get(d) for d in referenced_digests(events, blobs))
         with restored.api() as api:
-            assert api.get("/api/jobs").json()["total"] == 3
+            assert api.get("/api/jobs").json()["total"] == 6
     finally:
         restored.stack.stop()
 
