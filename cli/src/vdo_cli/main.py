@@ -62,6 +62,7 @@ def _quiet_library_logs() -> None:
     stderr and only when they matter. `vdo up` configures each service's logging itself."""
     logs.configure("vdo", level="WARNING", fmt="console")
 
+
 Api = Annotated[
     str | None,
     typer.Option(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -52,13 +52,17 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
     deadline = asyncio.get_running_loop().time() + connect_timeout
     delay = 0.1
     while True:
+        # The client is made here, not inside `nats.connect`, so that a connect cut short
+        # (cancelled at shutdown, or failed) can still close its socket.
+        nc = Client()
         try:
-            nc: Client = await nats.connect(
+            await nc.connect(
                 url,
                 name=name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                # Typed as int by the library; a float is what it passes to asyncio.sleep.
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]
                 connect_timeout=2,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
@@ -66,7 +70,11 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
             )
             client.append(nc)
             return nc
-        except Exception as error:
+        except BaseException as error:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            if not isinstance(error, Exception):
+                raise
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"cannot reach NATS at {url}: {error}") from error
             await asyncio.sleep(delay)
