@@ -438,3 +438,34 @@ def assert_refused(path: Path, reason: str, target: Deployment) -> None:
         load(bundle)
     assert target.store.max_position() == 0
     assert target.blob_files() == []
+
+
+def test_a_bundle_written_otherwise_by_another_tool_restores_the_same(
+    source: Deployment,
+    target: Deployment,
+    backup: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parts in another order, event lines spaced out, and blobs past the memory budget (kept
+    in scratch files): the reader's fast paths are not the only ones."""
+    monkeypatch.setattr("vdo_kernel.bundle.EVENTS_PER_PART", 10)
+    members = read_members(write(source, tmp_path / "small-parts.tar.gz"))
+    manifest = manifest_of(members)
+    assert sum(p["kind"] == "events" for p in manifest["parts"]) == 5
+    info, data = members[1]
+    spaced = b"".join(
+        json.dumps(json.loads(line), indent=1).replace("\n", " ").encode() + b"\n"
+        for line in data.splitlines()
+    )
+    part = manifest["parts"][0]
+    part.update(size=len(spaced), sha256=hashlib.sha256(spaced).hexdigest())
+    members = forge(lambda m: m.update(parts=manifest["parts"]))(
+        with_manifest([members[0], (info, spaced), *members[2:]], manifest)
+    )
+    bundle_file = write_members(tmp_path / "other.tar.gz", [members[0], *members[:0:-1]])
+    monkeypatch.setattr("vdo_kernel.bundle.BLOB_IN_MEMORY_MAX", 8)
+    with open_bundle(bundle_file) as bundle:
+        assert restore(target.store, target.blobs, bundle).outcome is Loaded.IMPORTED
+    assert target.rows() == source.rows()
+    assert len(target.blob_files()) == len(source.blob_files())

@@ -6,6 +6,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,8 +86,13 @@ def restore_command(file: BundleFile) -> None:
             console.print(f"verified {file}: {_describe(bundle.manifest)}", markup=False)
             result = restore(store, BlobStore(settings.blobs_dir), bundle)
         console.print(_loaded(result, "restored"), markup=False)
-        console.print(_ensure_stream(settings), markup=False)
-        console.print(_rebuild(url), markup=False)
+        # The stream is made (or NATS found unreachable, which takes its connect timeout)
+        # while the read models are rebuilt: neither needs the other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vdo-stream") as pool:
+            stream = pool.submit(_ensure_stream, settings)
+            rebuilt = _rebuild(url)
+            console.print(stream.result(), markup=False)
+        console.print(rebuilt, markup=False)
         console.print(f"done in {time.monotonic() - started:.1f} s", markup=False)
 
 

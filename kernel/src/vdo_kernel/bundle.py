@@ -25,7 +25,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -398,14 +398,53 @@ class _Bytes:
 
 # ---- reading --------------------------------------------------------------------------------
 
+# The binary COPY format of PostgreSQL (its signature, and the end marker after the last row):
+# verified events are kept in it so that loading them streams bytes instead of parsing again.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\0" + b"\0\0\0\0" + b"\0\0\0\0"
+COPY_TRAILER = b"\xff\xff"
+# Small blobs wait in memory while the bundle is verified (tens of thousands of scratch files
+# cost more than the rest of a restore); past these limits they wait in scratch files.
+BLOB_IN_MEMORY_MAX = 1024 * 1024
+BLOBS_IN_MEMORY_BYTES = 128 * 1024 * 1024
+_BLOB_OVERHEAD = 128  # what holding one blob in memory costs beyond its bytes, roughly
+# A row: field count, then (length, value) for position, originator_id, originator_version,
+# then the lengths and bytes of the topic and of the state.
+_ROW_HEAD = struct.Struct(">hiqi16siqi")
+_LENGTH = struct.Struct(">i")
+_DIGEST_HEAD = struct.Struct(">q16sqI")
+_DIGEST_STATE = struct.Struct(">Q")
+# An event line exactly as writers write it; anything else takes the general JSON path.
+_CANONICAL_LINE = re.compile(
+    rb'\{"position":(0|[1-9][0-9]{0,17}),'
+    rb'"originator_id":"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",'
+    rb'"originator_version":(0|[1-9][0-9]{0,17}),'
+    rb'"topic":"([^"\\\x00-\x1f]*)",'
+    rb'"state":"([A-Za-z0-9+/]*={0,2})"\}'
+)
 
-@dataclass
+
 class VerifiedBundle:
-    """A bundle whose every part has been checked; its parts are copies in a scratch directory
-    (gone when the `open_bundle` block ends)."""
+    """A bundle whose every part has been checked (gone when the `open_bundle` block ends).
 
-    manifest: Manifest
-    _paths: dict[str, Path] = field(repr=False)
+    Its events wait in a scratch file, already encoded for PostgreSQL's binary COPY; its blobs
+    in memory or, past a budget, in scratch files."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        scratch: Path,
+        rows: Path,
+        ranges: dict[str, tuple[int, int]],
+        blobs: dict[str, bytes | Path],
+    ) -> None:
+        self.manifest = manifest
+        self._scratch = scratch
+        self._rows = rows
+        self._ranges = ranges
+        self._blobs = blobs
+
+    def __repr__(self) -> str:
+        return f"VerifiedBundle(manifest={self.manifest!r})"
 
     @property
     def event_parts(self) -> list[Part]:
@@ -415,17 +454,86 @@ class VerifiedBundle:
     def blob_digests(self) -> list[str]:
         return [p.sha256 for p in self.manifest.parts if p.kind == BLOB_KIND]
 
+    def blob_bytes(self, digest: str) -> bytes:
+        held = self._blobs[digest]
+        return held.read_bytes() if isinstance(held, Path) else held
+
+    def blob_file(self, digest: str) -> Path | None:
+        """The scratch file holding the blob, or None when it waits in memory."""
+        held = self._blobs[digest]
+        return held if isinstance(held, Path) else None
+
     def blob_path(self, digest: str) -> Path:
-        return self._paths[f"blobs/sha256/{digest}"]
+        """A file holding the blob (written to the scratch directory if it waits in memory)."""
+        held = self._blobs[digest]
+        if isinstance(held, Path):
+            return held
+        path = self._scratch / f"blob-{digest}"
+        path.write_bytes(held)
+        self._blobs[digest] = path
+        return path
 
     def events(self) -> Iterator[EventRecord]:
         for part in self.event_parts:
             yield from self.events_of(part)
 
     def events_of(self, part: Part) -> Iterator[EventRecord]:
-        with self._paths[part.name].open("rb") as fh:
-            for number, line in enumerate(fh, 1):
-                yield EventRecord.parse(line, f"line {number} of {part.name}")
+        start, end = self._ranges[part.name]
+        for row in _copy_rows(self._rows, start, end):
+            position, originator_id, version, topic, state = row
+            yield EventRecord(position, UUID(bytes=originator_id), version, topic.decode(), state)
+
+    def topic_events(self, topic: str) -> Iterator[EventRecord]:
+        """The events of one topic, in position order (the others are skipped unparsed)."""
+        wanted = topic.encode()
+        for row in _copy_rows(self._rows, 0, self._rows.stat().st_size, topic=wanted):
+            position, originator_id, version, _, state = row
+            yield EventRecord(position, UUID(bytes=originator_id), version, topic, state)
+
+    def copy_data(self) -> Iterator[bytes]:
+        """All the events as the data of a `COPY … (FORMAT BINARY)` of the columns
+        notification_id, originator_id, originator_version, topic, state."""
+        yield COPY_SIGNATURE
+        with self._rows.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                yield chunk
+        yield COPY_TRAILER
+
+
+def _copy_rows(
+    path: Path, start: int, end: int, *, topic: bytes | None = None
+) -> Iterator[tuple[int, bytes, int, bytes, bytes]]:
+    """Decode the rows the reader encoded, between two offsets of its rows file."""
+    head = _ROW_HEAD.size
+    with path.open("rb") as fh:
+        fh.seek(start)
+        left = end - start
+        buffer, at = b"", 0
+        while True:
+            available = len(buffer) - at
+            need = head
+            if available >= head:
+                (topic_size,) = _LENGTH.unpack_from(buffer, at + head - 4)
+                need = head + topic_size + 4
+                if available >= need:
+                    need += _LENGTH.unpack_from(buffer, at + need - 4)[0]
+            if available < need:
+                more = fh.read(min(left, max(_CHUNK, need - available))) if left else b""
+                if not more:
+                    if available:
+                        raise BundleError("the verified events were changed on disk")
+                    return
+                left -= len(more)
+                buffer, at = buffer[at:] + more, 0
+                continue
+            _, _, position, _, originator_id, _, version, topic_size = _ROW_HEAD.unpack_from(
+                buffer, at
+            )
+            row_topic = buffer[at + head : at + head + topic_size]
+            if topic is None or row_topic == topic:
+                state = buffer[at + head + topic_size + 4 : at + need]
+                yield position, originator_id, version, row_topic, state
+            at += need
 
 
 @contextmanager
@@ -470,47 +578,241 @@ def _read_archive(gz: _Stream, scratch: Path) -> VerifiedBundle:
     _skip_padding(gz, size)
     _check_manifest(manifest)
     expected = {p.name: p for p in manifest.parts}
-    paths: dict[str, Path] = {}
-    while True:
-        name, size = _next_member(gz)
-        if name is None:
-            break
-        part = expected.get(name)
-        if part is None:
-            raise BundleError(f"the archive holds {name!r}, which its manifest does not list")
-        if name in paths:
-            raise BundleError(f"the archive holds {name!r} twice")
-        if size != part.size:
-            raise BundleError(
-                f"{name} is {size} bytes in the archive but {part.size} in the manifest"
-            )
-        target = scratch / f"part-{len(paths):07d}"
-        sha = hashlib.sha256()
-        with target.open("wb") as out:
-            left = size
-            while left:
-                chunk = gz.read(min(left, _CHUNK))
-                if not chunk:
+    seen: set[str] = set()
+    blobs: dict[str, bytes | Path] = {}
+    in_memory = 0
+    rows = scratch / "events.copy"
+    with rows.open("wb") as rows_out:
+        events = _EventsCheck(manifest, rows_out)
+        # Event parts arriving out of order wait in scratch files for their turn.
+        waiting: dict[str, Path] = {}
+        while True:
+            name, size = _next_member(gz)
+            if name is None:
+                break
+            part = expected.get(name)
+            if part is None:
+                raise BundleError(f"the archive holds {name!r}, which its manifest does not list")
+            if name in seen:
+                raise BundleError(f"the archive holds {name!r} twice")
+            if size != part.size:
+                raise BundleError(
+                    f"{name} is {size} bytes in the archive but {part.size} in the manifest"
+                )
+            seen.add(name)
+            if part.kind == EVENTS_KIND and events.next_part() is part:
+                events.check_part(part, _member_chunks(gz, part))
+                _skip_padding(gz, size)
+                while (ready := events.next_part()) is not None and ready.name in waiting:
+                    with waiting.pop(ready.name).open("rb") as fh:
+                        events.check_part(ready, iter(lambda: fh.read(_CHUNK), b""))
+                continue
+            if (
+                part.kind == BLOB_KIND
+                and size <= BLOB_IN_MEMORY_MAX
+                and (in_memory + size + _BLOB_OVERHEAD <= BLOBS_IN_MEMORY_BYTES)
+            ):
+                data = gz.read(size)
+                if len(data) != size:
                     raise BundleError(f"the archive ends inside {name}: it is truncated")
-                sha.update(chunk)
-                out.write(chunk)
-                left -= len(chunk)
-        if sha.hexdigest() != part.sha256:
-            raise BundleError(f"{name} is damaged: its checksum does not match the manifest")
-        _skip_padding(gz, size)
-        paths[name] = target
+                if hashlib.sha256(data).hexdigest() != part.sha256:
+                    raise _damaged(name)
+                blobs[part.sha256] = data
+                in_memory += size + _BLOB_OVERHEAD
+            else:
+                # A part of a kind this vdo does not know (and may ignore) is checked and
+                # dropped; a large blob, or an event part early, waits in a scratch file.
+                keep = part.kind in (BLOB_KIND, EVENTS_KIND)
+                target = scratch / f"part-{len(seen):07d}" if keep else None
+                _copy_member(gz, part, target)
+                if target is not None and part.kind == BLOB_KIND:
+                    blobs[part.sha256] = target
+                elif target is not None:
+                    waiting[name] = target
+            _skip_padding(gz, size)
     trailer = gz.read(TRAILER_MAX_BYTES + 1)
     while trailer:
         if len(trailer) > TRAILER_MAX_BYTES or trailer.strip(b"\0"):
             raise BundleError("the archive has data after its end")
         trailer = gz.read(TRAILER_MAX_BYTES + 1)
-    missing = sorted(set(expected) - set(paths))
+    missing = sorted(set(expected) - seen)
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise BundleError(f"the bundle is incomplete: {missing[0]}{more} missing")
-    bundle = VerifiedBundle(manifest, paths)
-    _check_events(bundle)
-    return bundle
+    events.finish()
+    return VerifiedBundle(manifest, scratch, rows, events.ranges, blobs)
+
+
+def _damaged(name: str) -> BundleError:
+    return BundleError(f"{name} is damaged: its checksum does not match the manifest")
+
+
+def _member_chunks(gz: _Stream, part: Part) -> Iterator[bytes]:
+    left = part.size
+    while left:
+        chunk = gz.read(min(left, _CHUNK))
+        if not chunk:
+            raise BundleError(f"the archive ends inside {part.name}: it is truncated")
+        left -= len(chunk)
+        yield chunk
+
+
+def _copy_member(gz: _Stream, part: Part, target: Path | None) -> None:
+    """Check a member's checksum while copying it to `target` (or only check it)."""
+    sha = hashlib.sha256()
+    out = target.open("wb") if target is not None else None
+    try:
+        for chunk in _member_chunks(gz, part):
+            sha.update(chunk)
+            if out is not None:
+                out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    if sha.hexdigest() != part.sha256:
+        raise _damaged(part.name)
+
+
+class _EventsCheck:
+    """Checks the event parts one after the other, in their order, as they stream by: each
+    part's checksum, that every event follows the one before, and (at the end) the manifest's
+    counts and events checksum. Checked events are written to `rows` for the COPY of a load."""
+
+    def __init__(self, manifest: Manifest, rows: IO[bytes]) -> None:
+        self.manifest = manifest
+        self.ranges: dict[str, tuple[int, int]] = {}
+        self._parts = [p for p in manifest.parts if p.kind == EVENTS_KIND]
+        self._done = 0
+        self._rows = rows
+        self._written = 0
+        self._digest = hashlib.sha256()
+        self._last = manifest.since
+        self._count = 0
+        self._jobs: dict[bytes, int] = {}
+
+    def next_part(self) -> Part | None:
+        return self._parts[self._done] if self._done < len(self._parts) else None
+
+    def check_part(self, part: Part, chunks: Iterator[bytes]) -> None:
+        """Check one part from its bytes. The part's checksum is judged first: a damaged part
+        is reported as damaged, whatever its damaged events would have said."""
+        sha = hashlib.sha256()
+        first_in_part = self._last + 1
+        start = self._written
+        failure: BundleError | None = None
+        tail = b""
+        number = 0
+        for chunk in chunks:
+            sha.update(chunk)
+            if failure is not None:
+                continue
+            lines = (tail + chunk).split(b"\n") if tail else chunk.split(b"\n")
+            tail = lines.pop()
+            try:
+                self._lines(part, lines, number)
+            except BundleError as exc:
+                failure = exc
+            except struct.error:
+                failure = BundleError(f"{part.name} holds a number out of range")
+            except ValueError:  # bad base64, hex or digits: judged after the checksum
+                failure = BundleError(f"{part.name} holds an event that cannot be read")
+            number += len(lines)
+        if sha.hexdigest() != part.sha256:
+            raise _damaged(part.name)
+        if failure is None and tail:
+            try:
+                self._lines(part, [tail], number)
+            except BundleError as exc:
+                failure = exc
+            except struct.error:
+                failure = BundleError(f"{part.name} holds a number out of range")
+            except ValueError:
+                failure = BundleError(f"{part.name} holds an event that cannot be read")
+        if failure is not None:
+            raise failure
+        if (part.count, part.first_position, part.last_position) != (
+            self._last - first_in_part + 1,
+            first_in_part,
+            self._last,
+        ):
+            raise BundleError(f"the manifest's counts for {part.name} are wrong")
+        self.ranges[part.name] = (start, self._written)
+        self._done += 1
+
+    def _lines(self, part: Part, lines: list[bytes], number: int) -> None:
+        whole_log = self.manifest.since == 0
+        jobs = self._jobs
+        last = self._last
+        rows = bytearray()
+        digest = bytearray()
+        match = _CANONICAL_LINE.fullmatch
+        for line in lines:
+            number += 1
+            canonical = match(line)
+            if canonical is not None and canonical[4].isascii():
+                raw_position, raw_id, raw_version, topic, raw_state = canonical.groups()
+                position, version = int(raw_position), int(raw_version)
+                originator_id = binascii.unhexlify(raw_id.replace(b"-", b""))
+                state = binascii.a2b_base64(raw_state)
+            else:
+                record = EventRecord.parse(line, f"line {number} of {part.name}")
+                position, version = record.position, record.originator_version
+                originator_id, topic = record.originator_id.bytes, record.topic.encode()
+                state = record.state
+            if position != last + 1:
+                raise BundleError(
+                    f"{part.name}: event at position {position} follows {last} "
+                    "(a bundle's events are gapless and in order)"
+                )
+            previous = jobs.get(originator_id)
+            if previous is not None and version != previous + 1:
+                raise BundleError(
+                    f"{part.name}: job {UUID(bytes=originator_id)} has version "
+                    f"{version} after {previous}"
+                )
+            if whole_log and previous is None and version != 1:
+                raise BundleError(
+                    f"{part.name}: job {UUID(bytes=originator_id)} starts at version "
+                    f"{version} in a bundle of the whole log"
+                )
+            jobs[originator_id] = version
+            digest += _DIGEST_HEAD.pack(position, originator_id, version, len(topic))
+            digest += topic
+            digest += _DIGEST_STATE.pack(len(state))
+            digest += state
+            rows += _ROW_HEAD.pack(5, 8, position, 16, originator_id, 8, version, len(topic))
+            rows += topic
+            rows += _LENGTH.pack(len(state))
+            rows += state
+            last = position
+            self._count += 1
+        self._last = last
+        self._digest.update(digest)
+        self._rows.write(rows)
+        self._written += len(rows)
+
+    def finish(self) -> None:
+        """The manifest's counts, positions and events checksum against the events."""
+        manifest, last, count = self.manifest, self._last, self._count
+        if self._done != len(self._parts):
+            raise BundleError("the bundle is incomplete: an event part is missing")
+        if count != manifest.counts.events:
+            raise BundleError(
+                f"the manifest says {manifest.counts.events} events but the bundle holds {count}"
+            )
+        if len(self._jobs) != manifest.counts.jobs:
+            raise BundleError(
+                f"the manifest says {manifest.counts.jobs} jobs but the bundle's events "
+                f"belong to {len(self._jobs)}"
+            )
+        first = manifest.since + 1 if count else None
+        if (manifest.first_position, manifest.last_position) != (first, last):
+            raise BundleError(
+                f"the manifest says positions {manifest.first_position}.."
+                f"{manifest.last_position} but the bundle holds {first}..{last}"
+            )
+        if self._digest.hexdigest() != manifest.events_sha256:
+            raise BundleError("the bundle's events do not match the manifest's events checksum")
 
 
 def _check_manifest(manifest: Manifest) -> None:
@@ -532,60 +834,6 @@ def _check_manifest(manifest: Manifest) -> None:
         raise BundleError(
             f"the manifest says {manifest.counts.blobs} blobs but lists {blobs} blob parts"
         )
-
-
-def _check_events(bundle: VerifiedBundle) -> None:
-    """Every event follows the one before, and the manifest's counts and checksum are true."""
-    manifest = bundle.manifest
-    digest = EventsDigest()
-    last, count = manifest.since, 0
-    jobs: dict[UUID, int] = {}
-    for part in bundle.event_parts:
-        first_in_part = last + 1
-        for record in bundle.events_of(part):
-            if record.position != last + 1:
-                raise BundleError(
-                    f"{part.name}: event at position {record.position} follows {last} "
-                    "(a bundle's events are gapless and in order)"
-                )
-            previous = jobs.get(record.originator_id)
-            if previous is not None and record.originator_version != previous + 1:
-                raise BundleError(
-                    f"{part.name}: job {record.originator_id} has version "
-                    f"{record.originator_version} after {previous}"
-                )
-            if manifest.since == 0 and previous is None and record.originator_version != 1:
-                raise BundleError(
-                    f"{part.name}: job {record.originator_id} starts at version "
-                    f"{record.originator_version} in a bundle of the whole log"
-                )
-            jobs[record.originator_id] = record.originator_version
-            digest.add(record)
-            last = record.position
-            count += 1
-        if (part.count, part.first_position, part.last_position) != (
-            last - first_in_part + 1,
-            first_in_part,
-            last,
-        ):
-            raise BundleError(f"the manifest's counts for {part.name} are wrong")
-    if count != manifest.counts.events:
-        raise BundleError(
-            f"the manifest says {manifest.counts.events} events but the bundle holds {count}"
-        )
-    if len(jobs) != manifest.counts.jobs:
-        raise BundleError(
-            f"the manifest says {manifest.counts.jobs} jobs but the bundle's events "
-            f"belong to {len(jobs)}"
-        )
-    first = manifest.since + 1 if count else None
-    if (manifest.first_position, manifest.last_position) != (first, last):
-        raise BundleError(
-            f"the manifest says positions {manifest.first_position}..{manifest.last_position} "
-            f"but the bundle holds {first}..{last}"
-        )
-    if digest.hexdigest() != manifest.events_sha256:
-        raise BundleError("the bundle's events do not match the manifest's events checksum")
 
 
 def _next_member(gz: _Stream) -> tuple[str | None, int]:

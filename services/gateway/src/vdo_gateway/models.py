@@ -255,3 +255,23 @@ class HealthPublic(BaseModel):
 
 class ErrorPublic(BaseModel):
     detail: str
+
+
+class BundleLoaded(BaseModel):
+    """What a restore or an import did."""
+
+    outcome: Literal["restored", "imported", "already_present"] = Field(
+        description="already_present: the store already held exactly these events; nothing "
+        "was added but blobs still missing"
+    )
+    detail: str = Field(description="what was done, in one sentence")
+    kind: str = Field(description="the bundle's kind: backup (the whole log) or export")
+    since: int = Field(description="the position the bundle's events follow")
+    last_position: int = Field(description="the bundle's last position: the store's now")
+    events: int
+    jobs: int
+    blobs: int = Field(description="blobs in the bundle")
+    blobs_written: int = Field(description="blobs this deployment did not have yet")
+    seconds: float = Field(description="time spent loading (after the upload)")
+    projected_position: int = Field(description="the position the read models reflect now")
+    read_models: str = Field(description="how the read models come up to date")
