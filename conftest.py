@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.conninfo
 import pytest
 from tests.harness import RunningStack, start_stack
 
@@ -26,16 +27,38 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     server.stop()
 
 
-@pytest.fixture
-def database_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+def create_database(server: EmbeddedPostgres) -> str:
+    """A fresh, empty database on the test server; returns its URL."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
+    return f"postgresql://postgres@127.0.0.1:{server.port}/{name}"
+
+
+def drop_database(server: EmbeddedPostgres, url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_database(postgres_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
+    """Fresh, empty databases on demand (a second deployment to restore or migrate into)."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(create_database(postgres_server))
+        return made[-1]
+
+    yield make
+    for url in made:
+        drop_database(postgres_server, url)
+
+
+@pytest.fixture
+def database_url(make_database: Callable[[], str]) -> str:
+    """A fresh, empty database for one test."""
+    return make_database()
 
 
 @pytest.fixture
@@ -72,15 +95,8 @@ def running_stack(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: EmbeddedPostgres
 ) -> Iterator[RunningStack]:
     """One whole stack shared by a test module (for tests that only drive it)."""
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    running = start_stack(
-        tmp_path_factory.mktemp("stack"),
-        f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}",
-    )
+    url = create_database(postgres_server)
+    running = start_stack(tmp_path_factory.mktemp("stack"), url)
     yield running
     running.stack.stop()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(postgres_server, url)

@@ -6,34 +6,19 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psycopg
-import pytest
 from tests.harness import RunningStack, start_stack
 from typer.testing import CliRunner
 
-from vdo_cli.embedded import EmbeddedPostgres
 from vdo_cli.main import app
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.store import JobStore
 from vdo_projector.projection import checksums
-
-
-@pytest.fixture
-def second_database(postgres_server: EmbeddedPostgres) -> Iterator[str]:
-    """Another fresh database: the deployment that is restored or migrated into."""
-    name = f"p_{uuid.uuid4().hex[:12]}"
-    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def vdo(
@@ -96,8 +81,12 @@ def finished(step: str) -> Callable[[list[dict[str, Any]]], bool]:
 
 
 def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
-    make_stack: Callable[..., RunningStack], second_database: str, nats_url: str, tmp_path: Path
+    make_stack: Callable[..., RunningStack],
+    make_database: Callable[[], str],
+    nats_url: str,
+    tmp_path: Path,
 ) -> None:
+    second_database = make_database()
     source = make_stack()
     completed = [source.submit(f"done {n}") for n in range(2)]
     # The scripted builder's first attempt fails its tests here, and there is no second.
@@ -183,8 +172,9 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
 
 
 def test_a_migration_by_export_and_import_loses_and_repeats_nothing(
-    make_stack: Callable[..., RunningStack], second_database: str, tmp_path: Path
+    make_stack: Callable[..., RunningStack], make_database: Callable[[], str], tmp_path: Path
 ) -> None:
+    second_database = make_database()
     source = make_stack()
     source_home = source.stack.settings.home
     target_home = tmp_path / "target"

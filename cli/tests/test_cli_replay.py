@@ -4,7 +4,6 @@ exit codes that say which."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -28,7 +27,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 
 
 @pytest.fixture
-def projected(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def projected(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A store with a few jobs (one retried), projected; the CLI pointed at it."""
     store = JobStore(database_url, pool_size=1)
     projection = Projection(database_url, store)

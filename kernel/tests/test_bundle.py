@@ -9,7 +9,6 @@ import io
 import json
 import tarfile
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from vdo_cli.embedded import EmbeddedPostgres
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.bundle import (
     FORMAT_VERSION,
@@ -96,24 +94,6 @@ class Deployment:
             files = {f"{name}/{title}.py": put(f"# {name} of {title}\n"), "common.py": put("#\n")}
             return {name: put(json.dumps(files, sort_keys=True))}
         return {"output": put(f"{step} output of {title}")}
-
-
-@pytest.fixture
-def make_database(postgres_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
-    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
-    names: list[str] = []
-
-    def make() -> str:
-        name = f"b_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        names.append(name)
-        return f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}"
-
-    yield make
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

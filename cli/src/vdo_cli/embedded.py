@@ -147,6 +147,11 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
     @property
+    def admin_url(self) -> str:
+        """The server's maintenance database, for creating and dropping databases."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
 
@@ -264,7 +269,7 @@ class EmbeddedPostgres:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        admin = self.admin_url
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

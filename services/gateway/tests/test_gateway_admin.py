@@ -10,8 +10,7 @@ import io
 import json
 import os
 import tarfile
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import httpx
 import psycopg
 import pytest
 
-from vdo_cli.embedded import EmbeddedPostgres
 from vdo_gateway.app import create_app
 from vdo_gateway.resources import Bus
 from vdo_gateway.settings import GatewaySettings
@@ -87,24 +85,6 @@ class Deployment:
                 artifacts=artifacts[step],
             )
         self.store.save(job)
-
-
-@pytest.fixture
-def make_database(postgres_server: EmbeddedPostgres) -> Iterator[Callable[[], str]]:
-    admin = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres"
-    names: list[str] = []
-
-    def make() -> str:
-        name = f"g_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        names.append(name)
-        return f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}"
-
-    yield make
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @asynccontextmanager
