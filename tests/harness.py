@@ -15,8 +15,6 @@ from vdo_cli.embedded import free_port
 from vdo_cli.stack import ALL_SERVICES, Stack
 from vdo_kernel.settings import Settings
 
-FINISHED = {"completed", "failed", "cancelled"}
-
 
 @dataclass
 class RunningStack:

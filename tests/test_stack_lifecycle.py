@@ -85,6 +85,8 @@ def run_once_and_stop(api: httpx.Client, home: Path, port: int) -> str:
     first = start(home, port)
     try:
         wait_healthy(api, first)
+        # It names the database (and any password in its URL): the owner's alone.
+        assert (home / "stack.json").stat().st_mode & 0o777 == 0o600
         response = api.post("/api/jobs", json={"title": "kept", "description": "survives"})
         assert response.status_code == 201
         job_id: str = response.json()["id"]

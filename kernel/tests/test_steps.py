@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from vdo_kernel.blobs import BlobStore
-from vdo_kernel.bus import EventMessage
 from vdo_kernel.consumer import Delivery
 from vdo_kernel.domain import Job, Outcome, Step
+from vdo_kernel.relay import to_message
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepContext, StepFailure, StepResult, StepRunner
 from vdo_kernel.store import JobStore
@@ -28,7 +28,7 @@ def submitted(store: JobStore) -> tuple[Job, Delivery]:
     job = Job.submit(title="t", description="d")
     [position] = store.save(job)
     [event] = store.read(position - 1, 1)
-    return job, Delivery(EventMessage.from_json(event.to_json()), num_delivered=1)
+    return job, Delivery(to_message(event), num_delivered=1)
 
 
 def runner(

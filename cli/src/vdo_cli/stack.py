@@ -129,17 +129,21 @@ class Stack:
             self.nats.start()
             self._say("stack", f"embedded NATS (JetStream) on 127.0.0.1:{self.nats.port}")
         self._prepare_storage()
-        self.info_path.write_text(
-            json.dumps(
-                {
-                    "nats_url": self.nats_url,
-                    "database_url": self.database_url,
-                    "gateway_url": self.gateway_url,
-                    "pid": os.getpid(),
-                },
-                indent=2,
+        # The database URL may carry a password: readable by the owner only.
+        self.info_path.unlink(missing_ok=True)
+        descriptor = os.open(self.info_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as info:
+            info.write(
+                json.dumps(
+                    {
+                        "nats_url": self.nats_url,
+                        "database_url": self.database_url,
+                        "gateway_url": self.gateway_url,
+                        "pid": os.getpid(),
+                    },
+                    indent=2,
+                )
             )
-        )
         for name in self.services:
             proc = ServiceProcess(name, [sys.executable, "-m", SERVICE_MODULES[name]])
             self.procs[name] = proc

@@ -180,7 +180,3 @@ class EventMessage:
             causation_id=str(raw["causation_id"]),
             data=dict(raw["data"]),
         )
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> EventMessage:
-        return cls.decode(json.dumps(raw).encode())

@@ -85,9 +85,8 @@ class Subscription:
                 if not msgs:
                     self._slots.release()
                     continue
-                for extra in msgs[1:]:  # never more than one; handed back if it happens
-                    await extra.nak()
-                task = asyncio.create_task(self._handle(msgs[0]))
+                (msg,) = msgs
+                task = asyncio.create_task(self._handle(msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:

@@ -329,11 +329,6 @@ class Job(Aggregate):
         due = self.due()
         return due if due is not None and due.step is step else None
 
-    @property
-    def current_phase(self) -> Phase | None:
-        due = self.due()
-        return due.phase if due else None
-
     # ---- commands -----------------------------------------------------------------------
 
     def start_step(self, due: Due, *, worker: str, causation_id: str) -> None:

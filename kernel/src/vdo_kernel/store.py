@@ -68,16 +68,12 @@ class Lease:
             "pg_try_advisory_lock(%s) AS leased"
         ).format(tracking_table)
 
-    def acquire(self) -> bool:
-        return self.claim(None) is Claim.LEASED
-
-    def claim(self, tracking: Tracking | None) -> Claim:
+    def claim(self, tracking: Tracking) -> Claim:
         """Take the lease unless the message was handled already (one round trip for both)."""
         conn = self._pool.getconn()
-        name, position = (
-            (tracking.application_name, tracking.notification_id) if tracking else ("", 0)
-        )
-        row = conn.execute(self._claim, (name, position, self._key)).fetchone()
+        row = conn.execute(
+            self._claim, (tracking.application_name, tracking.notification_id, self._key)
+        ).fetchone()
         handled, leased = (bool(row[0]), bool(row[1])) if row else (False, False)
         if leased and not handled:
             self._conn = conn

@@ -13,7 +13,6 @@ from vdo_kernel.domain import Step
 STREAM: Final = "VDO_EVENTS"
 SUBJECT_PREFIX: Final = "vdo.job"
 ALL_EVENTS: Final = f"{SUBJECT_PREFIX}.>"
-LOG_PREFIX: Final = "vdo.log"
 
 HEADER_POSITION: Final = "Vdo-Position"
 HEADER_MSG_ID: Final = "Nats-Msg-Id"
@@ -25,10 +24,6 @@ def event_subject(event_type: str, step: str | None = None) -> str:
     if event_type in STEP_EVENTS and step:
         return f"{SUBJECT_PREFIX}.{event_type}.{step}"
     return f"{SUBJECT_PREFIX}.{event_type}"
-
-
-def log_subject(job_id: str) -> str:
-    return f"{LOG_PREFIX}.{job_id}"
 
 
 # What makes each step due: the events after which the rules may name that step next.
