@@ -17,6 +17,7 @@ import pytest
 from tests.harness import RunningStack, start_stack
 
 from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres
+from vdo_kernel.store import JobStore
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +60,14 @@ def make_database(postgres_server: EmbeddedPostgres) -> Iterator[Callable[[], st
 def database_url(make_database: Callable[[], str]) -> str:
     """A fresh, empty database for one test."""
     return make_database()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[JobStore]:
+    """The event store on the test's own database."""
+    job_store = JobStore(database_url)
+    yield job_store
+    job_store.close()
 
 
 @pytest.fixture

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.consumer import Delivery
@@ -15,13 +12,6 @@ from vdo_kernel.relay import to_message
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepContext, StepFailure, StepResult, StepRunner
 from vdo_kernel.store import JobStore
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    s = JobStore(database_url)
-    yield s
-    s.close()
 
 
 def submitted(store: JobStore) -> tuple[Job, Delivery]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,13 +9,6 @@ from eventsourcing.persistence import Tracking
 
 from vdo_kernel.domain import Job, Outcome
 from vdo_kernel.store import AlreadyHandledError, ConcurrencyError, JobNotFoundError, JobStore
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    s = JobStore(database_url)
-    yield s
-    s.close()
 
 
 def submit(store: JobStore) -> Job:

@@ -48,13 +48,6 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    store = JobStore(database_url, pool_size=1)
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
     projection = Projection(database_url, store)
     yield projection

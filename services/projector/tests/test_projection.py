@@ -38,13 +38,6 @@ PASSING = {
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    store = JobStore(database_url, pool_size=2)
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
     projection = Projection(database_url, store)
     yield projection

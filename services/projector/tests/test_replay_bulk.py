@@ -5,7 +5,6 @@ cheap decoding gives what the store's own does."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -16,13 +15,6 @@ from vdo_kernel.store import JobStore
 from vdo_projector.eventlog import decode, read_log
 from vdo_projector.projection import Projection, checksums, rebuild
 from vdo_projector.updates import storable
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    store = JobStore(database_url, pool_size=2)
-    yield store
-    store.close()
 
 
 @pytest.mark.parametrize("seed", range(6))

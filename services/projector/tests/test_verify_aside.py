@@ -17,13 +17,6 @@ from vdo_projector.verify import ASIDE_PREFIX, verify
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[JobStore]:
-    store = JobStore(database_url, pool_size=2)
-    yield store
-    store.close()
-
-
-@pytest.fixture
 def projected(database_url: str, store: JobStore) -> Iterator[Projection]:
     projection = Projection(database_url, store)
     random_history(store, random.Random(3))
