@@ -97,15 +97,7 @@ def start_stack(home: Path, database_url: str | None, **settings: Any) -> Runnin
         log_format="json",
         **settings,
     )
-    extra_env = {
-        key: str(value)
-        for key, value in {
-            "VDO_SCRIPTED_DELAY_SECONDS": config.scripted_delay_seconds,
-        }.items()
-    }
-    stack = Stack(
-        config, services=ALL_SERVICES, durable=False, echo=log.append, extra_env=extra_env
-    )
+    stack = Stack(config, services=ALL_SERVICES, durable=False, echo=log.append)
     running = RunningStack(stack=stack, log=log)
     try:
         stack.start(timeout=60)

@@ -68,7 +68,6 @@ class Stack:
         services: Sequence[str] = ALL_SERVICES,
         durable: bool = True,
         echo: Echo | None = _echo_stdout,
-        extra_env: dict[str, str] | None = None,
     ) -> None:
         unknown = set(services) - set(SERVICE_MODULES)
         if unknown:
@@ -77,7 +76,6 @@ class Stack:
         self.services = [s for s in SERVICE_MODULES if s in services]
         self.durable = durable
         self.echo = echo
-        self.extra_env = dict(extra_env or {})
         self.home = settings.home
         self.nats: EmbeddedNats | None = None
         self.postgres: EmbeddedPostgres | None = None
@@ -172,21 +170,22 @@ class Stack:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # Every setting the stack was given reaches every service, however it was given
+        # (environment, .env, or in code), so they all run with the same configuration.
+        for name, value in self.settings.model_dump(mode="json").items():
+            if value is not None:
+                env[f"VDO_{name.upper()}"] = str(value)
         env.update(
             {
                 "VDO_HOME": str(self.home),
                 "VDO_NATS_URL": self.nats_url,
                 "VDO_DATABASE_URL": self.database_url,
-                "VDO_HOST": self.settings.host,
-                "VDO_PORT": str(self.settings.port),
-                "VDO_ACK_WAIT_SECONDS": str(self.settings.ack_wait_seconds),
                 "VDO_LOG_FORMAT": self.settings.log_format
                 if self.settings.log_format != "auto"
                 else ("console" if sys.stdout.isatty() else "json"),
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        env.update(self.extra_env)
         return env
 
     def _spawn(self, proc: ServiceProcess) -> None:
