@@ -16,6 +16,7 @@ from vdo_kernel.blobs import BlobStore
 from vdo_kernel.bus import connect, ensure_stream
 from vdo_kernel.consumer import Subscription
 from vdo_kernel.domain import Step
+from vdo_kernel.livelog import LiveLog
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepRunner, StepWork
 from vdo_kernel.store import JobStore
@@ -53,6 +54,7 @@ async def run_step_service(
     await ensure_stream(js)
     stop = asyncio.Event()
     stop_on_signals(stop)
+    live = LiveLog(nc)
     subscriptions = [
         Subscription(
             js,
@@ -65,6 +67,7 @@ async def run_step_service(
                 blobs=blobs,
                 settings=settings,
                 worker=worker_name(service),
+                live=live,
             ).handle,
             ack_wait=settings.ack_wait_seconds,
             concurrency=settings.consumer_concurrency,
@@ -76,6 +79,7 @@ async def run_step_service(
         await asyncio.gather(*(sub.run(stop) for sub in subscriptions))
     finally:
         log.info("service stopping")
+        await live.close()
         with contextlib.suppress(Exception):
             await nc.drain()
         store.close()

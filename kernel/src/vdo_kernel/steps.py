@@ -21,6 +21,7 @@ from vdo_kernel import logs
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.consumer import Delivery
 from vdo_kernel.domain import Due, Job, Outcome, Step
+from vdo_kernel.livelog import LiveLog
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import AlreadyHandledError, Claim, ConcurrencyError, JobStore, Lease
 from vdo_kernel.subjects import step_consumer
@@ -44,12 +45,61 @@ class StepFailure(Exception):
     """The step cannot be done; the job fails with this reason."""
 
 
-@dataclass(frozen=True)
+class StepCancelledError(Exception):
+    """The job moved on while the step worked (cancelled, say): its work is abandoned."""
+
+
+@dataclass
 class StepContext:
+    """What a step's work gets: the job as it is, the step that is due, and the means to record
+    events while it works (model calls, say) and to write to the job's live log."""
+
     job: Job
     due: Due
     blobs: BlobStore
     settings: Settings
+    store: JobStore | None = None
+    live: LiveLog | None = None
+    cause: str = ""
+
+    def emit(self, stream: str, text: str) -> None:
+        """A line (or a piece of one) for the job's live log."""
+        if self.live is not None:
+            self.live.emit(
+                self.job.id,
+                step=self.due.step.value,
+                attempt=self.due.attempt,
+                stream=stream,
+                text=text,
+            )
+
+    async def record(self, change: Callable[[Job], None]) -> Job:
+        """Apply `change` (which triggers events) to the job and store them now, before the
+        step's result. When someone else appended meanwhile, the job is reloaded and the change
+        applied again; when the step is no longer due (cancelled), StepCancelledError."""
+        store = self.store
+        if store is None:
+            raise RuntimeError("this step context cannot record events")
+        due = self.due
+
+        def attempt() -> Job:
+            job: Job | None = self.job
+            for _ in range(10):
+                if job is None:
+                    job = store.get(self.job.id)
+                if job.is_due(due.step) != due:
+                    raise StepCancelledError(f"the job is {job.status.value}; work abandoned")
+                change(job)
+                try:
+                    store.save(job)
+                except ConcurrencyError:
+                    job = None
+                    continue
+                return job
+            raise ConcurrencyError(f"job {self.job.id} kept changing")
+
+        self.job = await asyncio.to_thread(attempt)
+        return self.job
 
 
 StepWork = Callable[[StepContext], Awaitable[StepResult]]
@@ -65,7 +115,9 @@ class StepRunner:
         blobs: BlobStore,
         settings: Settings,
         worker: str,
+        live: LiveLog | None = None,
     ) -> None:
+        self.live = live
         self.step = step
         self.work = work
         self.store = store
@@ -84,20 +136,31 @@ class StepRunner:
         if started is None:
             return
         job, due = started
+        ctx = StepContext(
+            job=job,
+            due=due,
+            blobs=self.blobs,
+            settings=self.settings,
+            store=self.store,
+            live=self.live,
+            cause=str(tracking.notification_id),
+        )
         outcome: StepResult | str
         try:
             outcome = await asyncio.wait_for(
-                self.work(StepContext(job=job, due=due, blobs=self.blobs, settings=self.settings)),
-                timeout=self.settings.step_timeout_seconds,
+                self.work(ctx), timeout=self.settings.step_timeout_seconds
             )
         except StepFailure as failure:
             outcome = str(failure)
+        except StepCancelledError as cancelled:
+            log.info("step abandoned", step=self.step.value, reason=str(cancelled))
+            outcome = str(cancelled)
         except TimeoutError:
             outcome = f"timed out after {self.settings.step_timeout_seconds:g}s"
         except BaseException:
             await asyncio.to_thread(lease.release)
             raise
-        await asyncio.to_thread(self._finish, lease, job, due, tracking, outcome)
+        await asyncio.to_thread(self._finish, lease, ctx.job, due, tracking, outcome)
 
     def _begin(self, lease: Lease, job_id: UUID, tracking: Tracking) -> tuple[Job, Due] | None:
         """Claim the message, then record the step's start; None when there is nothing to do

@@ -42,3 +42,12 @@ CONSUMER_PROJECTOR: Final = "projector"
 
 def step_consumer(step: Step) -> str:
     return f"step-{step.value.replace('_', '-')}"
+
+
+# Live log lines (model tokens, sandbox output) go out on core NATS, not the stream: they are for
+# watching. What matters of them is kept as blobs and events when the step ends.
+LIVE_LOG_PREFIX: Final = "vdo.log"
+
+
+def live_log_subject(job_id: object) -> str:
+    return f"{LIVE_LOG_PREFIX}.{job_id}"
