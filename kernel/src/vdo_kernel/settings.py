@@ -34,7 +34,50 @@ class Settings(BaseSettings):
     log_format: str = Field(default="auto", description="auto | json | console")
     # Seconds the scripted model "thinks" per step; 0 makes the pipeline as fast as it can go.
     scripted_delay_seconds: float = Field(default=0.0, ge=0)
-    step_timeout_seconds: float = Field(default=60.0, gt=0)
+    step_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # ---- AI models (the four AI phases) --------------------------------------------------
+    # Each phase's model as provider:model; keys and base URLs come from the providers' own
+    # variables (ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY, ..._BASE_URL). A phase whose
+    # provider has no key runs on the built-in scripted model, and says so.
+    planner_model: str = "anthropic:claude-sonnet-4-5"
+    builder_model: str = "anthropic:claude-sonnet-4-5"
+    tester_model: str = "openai:gpt-4.1"
+    reviewer_model: str = "google:gemini-2.5-pro"
+    # Comma-separated provider:model routes tried in order when the main one keeps failing.
+    planner_fallbacks: str = ""
+    builder_fallbacks: str = ""
+    tester_fallbacks: str = ""
+    reviewer_fallbacks: str = ""
+    model_max_output_tokens: int = Field(default=16_000, ge=256, le=200_000)
+    model_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Tries of one route (429, 5xx, timeouts, a cut stream) before the next fallback.
+    model_retries: int = Field(default=3, ge=1, le=10)
+    model_backoff_seconds: float = Field(default=1.0, ge=0)
+    model_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    # USD per million tokens, as JSON: {"provider:model": {"input": 3, "output": 15,
+    # "cached_input": 0.3, "cache_write": 3.75}}; merged over the built-in table.
+    model_prices: str = ""
+    daily_budget_usd: float = Field(default=50.0, gt=0)
+    # Limits on what a model may write into a workspace.
+    max_generated_files: int = Field(default=200, ge=1)
+    max_generated_file_bytes: int = Field(default=1_000_000, ge=1)
+    max_generated_total_bytes: int = Field(default=10_000_000, ge=1)
+
+    # ---- sandbox ------------------------------------------------------------------------
+    sandbox_backend: str = Field(default="auto", pattern="^(auto|docker|bubblewrap)$")
+    sandbox_concurrency: int = Field(default=4, ge=1, le=64)
+    sandbox_cpus: float = Field(default=1.0, gt=0)
+    sandbox_memory_mib: int = Field(default=512, ge=16)
+    sandbox_pids: int = Field(default=128, ge=8)
+    sandbox_workspace_mib: int = Field(default=200, ge=1)
+    sandbox_tmpfs_mib: int = Field(default=64, ge=1)
+    sandbox_wall_seconds: float = Field(default=300.0, gt=0)
+    sandbox_output_mib: float = Field(default=10.0, gt=0)
+    # The Docker image per runtime (built locally by `vdo sandbox build-image`).
+    sandbox_image_python: str = "vdo-sandbox-python:latest"
+    # Where resolved dependency wheels are cached (default: <home>/wheels).
+    wheel_cache_dir: Path | None = None
 
     @field_validator("home")
     @classmethod
@@ -48,6 +91,10 @@ class Settings(BaseSettings):
     @property
     def workspaces_dir(self) -> Path:
         return self.home / "workspaces"
+
+    @property
+    def wheels_dir(self) -> Path:
+        return self.wheel_cache_dir or self.home / "wheels"
 
     def require_urls(self) -> tuple[str, str]:
         """The bus and store URLs a service needs; a clear error when the stack did not set them."""
