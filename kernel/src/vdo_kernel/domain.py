@@ -133,6 +133,15 @@ class StepRecord:
     failed_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class OpenCall:
+    """A model call started and not yet finished."""
+
+    reserved_usd: float
+    provider: str
+    model: str
+
+
 class Job(Aggregate):
     """One submitted software job. Every change to it is one of the events below."""
 
@@ -143,11 +152,19 @@ class Job(Aggregate):
         causation_id: str
 
     class Submitted(Event, Aggregate.Created):
+        # Version 2 added `routes`: per-phase model routes chosen at submission.
+        class_version = 2
+
         title: str
         description: str
         max_attempts: int
         budget_usd: float
         submitted_by: str
+        routes: dict[str, list[str]]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["routes"] = {}
 
     class AttemptStarted(Event):
         attempt: int
@@ -209,6 +226,53 @@ class Job(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             _job(aggregate).step_record(self.step, self.attempt).failed_reason = self.reason
 
+    class ModelCallStarted(Event):
+        """A paid model call is about to be made (one try of one route). `reserved_usd` is its
+        worst case, held against the budget until the call is finished."""
+
+        key: str
+        step: str
+        attempt: int
+        call: int
+        try_number: int
+        provider: str
+        model: str
+        reserved_usd: float
+        note: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            _job(aggregate).open_calls[self.key] = OpenCall(
+                self.reserved_usd, self.provider, self.model
+            )
+
+    class ModelCallFinished(Event):
+        """What one try of a model call came to: its reply (a blob) or its error, the tokens and
+        the cost. `outcome` is ok, error, refused or interrupted."""
+
+        key: str
+        step: str
+        attempt: int
+        call: int
+        try_number: int
+        provider: str
+        model: str
+        outcome: str
+        error: str
+        input_tokens: int
+        output_tokens: int
+        cached_tokens: int
+        cache_write_tokens: int
+        cost_usd: float
+        latency_ms: float
+        reply: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            job.open_calls.pop(self.key, None)
+            job.spent_usd += self.cost_usd
+            if self.outcome == "ok" and self.reply:
+                job.replies[call_key(job.id, self.step, self.attempt, self.call)] = self.reply
+
     class Completed(Event):
         attempts: int
 
@@ -243,6 +307,7 @@ class Job(Aggregate):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         budget_usd: float = 1.0,
         submitted_by: str = "anonymous",
+        routes: dict[str, list[str]] | None = None,
         correlation_id: str | None = None,
         job_id: UUID | None = None,
     ) -> Job:
@@ -262,6 +327,16 @@ class Job(Aggregate):
             raise DomainError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
         if not 0 < budget_usd <= 10_000:
             raise DomainError("budget_usd must be more than 0 and at most 10000")
+        routes = {phase: list(chain) for phase, chain in (routes or {}).items()}
+        for phase, chain in routes.items():
+            if phase not in AI_PHASES:
+                raise DomainError(f"routes: {phase!r} is not one of {', '.join(AI_PHASES)}")
+            if not 1 <= len(chain) <= 5 or not all(
+                isinstance(r, str) and 0 < len(r) <= 200 and ":" in r for r in chain
+            ):
+                raise DomainError(
+                    f"routes.{phase} must list 1 to 5 provider:model routes (main, then fallbacks)"
+                )
         job_id = job_id or uuid4()
         correlation = correlation_id or str(job_id)
         return cls._create(
@@ -272,6 +347,7 @@ class Job(Aggregate):
             max_attempts=max_attempts,
             budget_usd=budget_usd,
             submitted_by=submitted_by,
+            routes=routes,
             correlation_id=correlation,
             causation_id=correlation,
         )
@@ -284,6 +360,7 @@ class Job(Aggregate):
         max_attempts: int,
         budget_usd: float,
         submitted_by: str,
+        routes: dict[str, list[str]],
         correlation_id: str,
         causation_id: str,
     ) -> None:
@@ -298,6 +375,12 @@ class Job(Aggregate):
         self.steps: dict[tuple[Step, int], StepRecord] = {}
         self.feedback: list[str] = []
         self.finished_reason: str | None = None
+        self.routes = routes
+        self.spent_usd = 0.0
+        # Model calls started and not yet finished, by key.
+        self.open_calls: dict[str, OpenCall] = {}
+        # Replies of finished calls, by call key: a step redone after a crash reuses them.
+        self.replies: dict[str, str] = {}
 
     # ---- queries (the rules) ------------------------------------------------------------
 
@@ -324,6 +407,12 @@ class Job(Aggregate):
             if rec.outcome is None:
                 return Due(step, attempt)
         return None
+
+    @property
+    def budget_left_usd(self) -> float:
+        """What may still be spent: the budget less what was spent and what open calls hold."""
+        held = sum(call.reserved_usd for call in self.open_calls.values())
+        return self.budget_usd - self.spent_usd - held
 
     def is_due(self, step: Step) -> Due | None:
         due = self.due()
@@ -432,6 +521,87 @@ class Job(Aggregate):
             causation_id=causation_id,
         )
 
+    def start_model_call(
+        self,
+        due: Due,
+        *,
+        call: int,
+        try_number: int,
+        provider: str,
+        model: str,
+        reserved_usd: float,
+        note: str = "",
+        causation_id: str,
+    ) -> str:
+        """Record that a model call is about to be made; its key names it in the history."""
+        self._require_due(due)
+        key = f"{call_key(self.id, due.step.value, due.attempt, call)}:{try_number}"
+        if key in self.open_calls:
+            raise DomainError(f"model call {key} is already open")
+        if reserved_usd > self.budget_left_usd + 1e-12:
+            raise DomainError(
+                f"budget exceeded: the call could cost up to ${reserved_usd:.4f} and "
+                f"${max(self.budget_left_usd, 0):.4f} of ${self.budget_usd:.2f} is left"
+            )
+        self.trigger_event(
+            self.ModelCallStarted,
+            key=key,
+            step=due.step.value,
+            attempt=due.attempt,
+            call=call,
+            try_number=try_number,
+            provider=provider,
+            model=model,
+            reserved_usd=reserved_usd,
+            note=note,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+        return key
+
+    def finish_model_call(
+        self,
+        key: str,
+        *,
+        outcome: str,
+        error: str = "",
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cost_usd: float = 0.0,
+        latency_ms: float = 0.0,
+        reply: str = "",
+        causation_id: str,
+    ) -> None:
+        if key not in self.open_calls:
+            raise DomainError(f"model call {key} is not open")
+        if outcome not in CALL_OUTCOMES:
+            raise DomainError(f"model call outcome {outcome!r} is not one of {CALL_OUTCOMES}")
+        job_step, attempt, call, try_number = _parse_call_key(key)
+        started = self.open_calls[key]
+        self.trigger_event(
+            self.ModelCallFinished,
+            key=key,
+            step=job_step,
+            attempt=attempt,
+            call=call,
+            try_number=try_number,
+            provider=started.provider,
+            model=started.model,
+            outcome=outcome,
+            error=error,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+            cache_write_tokens=cache_write_tokens,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            reply=reply,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+
     def cancel(self, *, reason: str, by: str, causation_id: str) -> None:
         if self.is_finished:
             raise DomainError(f"job is already {self.status}")
@@ -455,6 +625,20 @@ class Job(Aggregate):
         return self.steps.setdefault(key, StepRecord())
 
 
+AI_PHASES = ("planner", "builder", "tester", "reviewer")
+CALL_OUTCOMES = ("ok", "error", "refused", "interrupted")
+
+
+def call_key(job_id: UUID, step: str, attempt: int, call: int) -> str:
+    """The deterministic name of one model call of a step (its tries add ``:<try>``)."""
+    return f"{job_id}:{step}:{attempt}:{call}"
+
+
+def _parse_call_key(key: str) -> tuple[str, int, int, int]:
+    _job_id, step, attempt, call, try_number = key.split(":")
+    return step, int(attempt), int(call), int(try_number)
+
+
 def _job(aggregate: Aggregate) -> Job:
     assert isinstance(aggregate, Job)
     return aggregate
@@ -467,6 +651,8 @@ EVENT_TYPES: dict[str, type[Job.Event]] = {
     "StepResumed": Job.StepResumed,
     "StepFinished": Job.StepFinished,
     "StepFailed": Job.StepFailed,
+    "ModelCallStarted": Job.ModelCallStarted,
+    "ModelCallFinished": Job.ModelCallFinished,
     "JobCompleted": Job.Completed,
     "JobFailed": Job.Failed,
     "JobCancelled": Job.Cancelled,
