@@ -3,6 +3,7 @@ NATS and PostgreSQL, driven through the gateway's HTTP API as a user would."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,9 @@ import httpx
 from vdo_cli.embedded import free_port
 from vdo_cli.stack import ALL_SERVICES, Stack
 from vdo_kernel.settings import Settings
+
+# A job the built-in scripted model does for real (it refuses what is not one of its demos).
+WORD_COUNT = "a command-line word-count tool"
 
 
 @dataclass
@@ -36,9 +40,7 @@ class RunningStack:
     def api(self) -> httpx.Client:
         return httpx.Client(base_url=self.gateway_url, timeout=10)
 
-    def submit(
-        self, title: str = "demo", description: str = "a small program", **extra: Any
-    ) -> str:
+    def submit(self, title: str = "demo", description: str = WORD_COUNT, **extra: Any) -> str:
         with self.api() as api:
             response = api.post(
                 "/api/jobs", json={"title": title, "description": description, **extra}
@@ -87,7 +89,25 @@ class RunningStack:
 TERMINAL_EVENTS = {"JobCompleted", "JobFailed", "JobCancelled"}
 
 
-def start_stack(home: Path, database_url: str | None, **settings: Any) -> RunningStack:
+PROVIDER_VARIABLES = ("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_")
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without any model provider's key or address (so a stack under
+    test runs on the scripted model unless a test points it at the fake provider), plus
+    `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PROVIDER_VARIABLES)}
+    env.update(extra)
+    return env
+
+
+def start_stack(
+    home: Path,
+    database_url: str | None,
+    *,
+    environ: dict[str, str] | None = None,
+    **settings: Any,
+) -> RunningStack:
     log: list[str] = []
     config = Settings(
         home=home,
@@ -97,7 +117,13 @@ def start_stack(home: Path, database_url: str | None, **settings: Any) -> Runnin
         log_format="json",
         **settings,
     )
-    stack = Stack(config, services=ALL_SERVICES, durable=False, echo=log.append)
+    stack = Stack(
+        config,
+        services=ALL_SERVICES,
+        durable=False,
+        echo=log.append,
+        environ=clean_environment() if environ is None else environ,
+    )
     running = RunningStack(stack=stack, log=log)
     try:
         stack.start(timeout=60)

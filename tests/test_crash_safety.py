@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from tests.harness import RunningStack
+from tests.harness import WORD_COUNT, RunningStack
 
 from vdo_kernel.bus import EventMessage, connect
 from vdo_kernel.subjects import HEADER_MSG_ID, STREAM
@@ -92,7 +92,7 @@ def test_a_phase_service_killed_mid_phase_is_restarted_and_the_job_completes(
     make_stack: Any,
 ) -> None:
     running: RunningStack = make_stack(scripted_delay_seconds=2.0)
-    job_id = running.submit("survives a crash", "builder dies while building")
+    job_id = running.submit("survives a crash", WORD_COUNT + ": builder dies while building")
     running.wait_for(job_id, started("build"), timeout=30)
     old_pid = running.stack.kill("builder", signal.SIGKILL)
     events = running.wait_for(job_id, timeout=90)
@@ -105,10 +105,10 @@ def test_a_phase_service_killed_mid_phase_is_restarted_and_the_job_completes(
 
 def test_services_reconnect_after_nats_restarts_mid_job(make_stack: Any) -> None:
     running: RunningStack = make_stack(scripted_delay_seconds=1.0)
-    job_id = running.submit("survives NATS", "the bus goes away for a while")
+    job_id = running.submit("survives NATS", WORD_COUNT + ": the bus goes away for a while")
     running.wait_for(job_id, started("plan"), timeout=30)
     running.stack.restart_nats(down_seconds=2.0)
     events = running.wait_for(job_id, timeout=120)
     assert_completed_once_per_step(events)
-    after = running.submit("after the restart", "new work flows too")
+    after = running.submit("after the restart", WORD_COUNT)
     assert_completed_once_per_step(running.wait_for(after, timeout=60))

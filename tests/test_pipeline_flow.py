@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from tests.harness import RunningStack
+from tests.harness import WORD_COUNT, RunningStack
 
 STEPS = ["plan", "build", "write_tests", "run_tests", "review", "sandbox_run"]
 PHASES = ["planning", "building", "testing", "testing", "reviewing", "sandboxing"]
@@ -28,7 +28,7 @@ def assert_one_event_per_step(events: list[dict[str, Any]], attempts: int = 1) -
 
 
 def test_a_job_reaches_completed_with_every_phase_in_order(running_stack: RunningStack) -> None:
-    job_id = running_stack.submit("hello", "a greeting program")
+    job_id = running_stack.submit("hello", WORD_COUNT)
     events = running_stack.wait_for(job_id)
     expected: list[tuple[str, str | None]] = [("JobSubmitted", None)]
     for step in STEPS:
@@ -54,7 +54,7 @@ def test_twenty_jobs_at_once_all_complete_with_one_event_per_step(
         async with httpx.AsyncClient(base_url=running_stack.gateway_url, timeout=30) as api:
             responses = await asyncio.gather(
                 *(
-                    api.post("/api/jobs", json={"title": f"job {i}", "description": "go"})
+                    api.post("/api/jobs", json={"title": f"job {i}", "description": WORD_COUNT})
                     for i in range(20)
                 )
             )
@@ -72,7 +72,7 @@ def test_failing_tests_send_the_job_back_to_the_builder_with_feedback(
     running_stack: RunningStack,
 ) -> None:
     # The scripted builder's first attempt has a bug when asked to show the repair loop.
-    job_id = running_stack.submit("repair", "show the repair loop")
+    job_id = running_stack.submit("repair", WORD_COUNT + ", to show the repair loop")
     events = running_stack.wait_for(job_id)
     finished = Counter(e["data"]["step"] for e in events if e["type"] == "StepFinished")
     assert finished == {
@@ -104,7 +104,7 @@ def test_read_models_rebuilt_from_the_log_equal_the_live_ones(running_stack: Run
     from vdo_kernel.store import JobStore
     from vdo_projector.projection import checksums, rebuild
 
-    for job_id in [running_stack.submit(f"rebuild {i}", "go") for i in range(3)]:
+    for job_id in [running_stack.submit(f"rebuild {i}") for i in range(3)]:
         running_stack.wait_for(job_id)
     store = JobStore(running_stack.database_url, pool_size=1)
     try:

@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from tests.harness import RunningStack, start_stack
+from tests.harness import WORD_COUNT, RunningStack, start_stack
 from typer.testing import CliRunner
 
 from vdo_cli.main import app
@@ -90,7 +90,7 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
     source = make_stack()
     completed = [source.submit(f"done {n}") for n in range(2)]
     # The scripted builder's first attempt fails its tests here, and there is no second.
-    failed = source.submit("fails", "show the repair loop", max_attempts=1)
+    failed = source.submit("fails", WORD_COUNT + ", to show the repair loop", max_attempts=1)
     for job_id in [*completed, failed]:
         source.wait_for(job_id)
     assert source.job(failed)["status"] == "failed"

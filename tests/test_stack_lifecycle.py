@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import psutil
-from tests.harness import RunningStack
+from tests.harness import WORD_COUNT, RunningStack
 
 from vdo_cli.embedded import free_port
 
@@ -87,7 +87,7 @@ def run_once_and_stop(api: httpx.Client, home: Path, port: int) -> str:
         wait_healthy(api, first)
         # It names the database (and any password in its URL): the owner's alone.
         assert (home / "stack.json").stat().st_mode & 0o777 == 0o600
-        response = api.post("/api/jobs", json={"title": "kept", "description": "survives"})
+        response = api.post("/api/jobs", json={"title": "kept", "description": WORD_COUNT})
         assert response.status_code == 201
         job_id: str = response.json()["id"]
         wait_status(api, job_id, "completed")
@@ -111,7 +111,7 @@ def restart_and_find_it(api: httpx.Client, home: Path, port: int, job_id: str) -
         assert kept.json()["status"] == "completed"
         events = api.get(f"/api/jobs/{job_id}/events").json()["items"]
         assert events[-1]["type"] == "JobCompleted"
-        response = api.post("/api/jobs", json={"title": "after", "description": "a restart"})
+        response = api.post("/api/jobs", json={"title": "after", "description": WORD_COUNT})
         wait_status(api, response.json()["id"], "completed")
         assert [e["position"] for e in events] == sorted(e["position"] for e in events)
     finally:
@@ -124,7 +124,7 @@ def test_external_servers_are_used_and_none_is_embedded(make_stack: Any, nats_ur
     assert running.stack.nats is None
     assert running.stack.postgres is None
     assert running.nats_url == nats_url
-    job_id = running.submit("external", "runs on servers the stack did not start")
+    job_id = running.submit("external", WORD_COUNT)
     events = running.wait_for(job_id)
     assert events[-1]["type"] == "JobCompleted"
     assert not (running.stack.home / "postgres").exists()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +39,8 @@ SERVICE_MODULES: dict[str, str] = {
     "gateway": "vdo_gateway",
 }
 ALL_SERVICES: tuple[str, ...] = tuple(SERVICE_MODULES)
+AI_SERVICES = frozenset({"planner", "builder", "tester", "reviewer"})
+PROVIDER_KEYS = frozenset({"ANTHROPIC_AUTH_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"})
 
 Echo = Callable[[str], None]
 
@@ -68,6 +70,7 @@ class Stack:
         services: Sequence[str] = ALL_SERVICES,
         durable: bool = True,
         echo: Echo | None = _echo_stdout,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         unknown = set(services) - set(SERVICE_MODULES)
         if unknown:
@@ -76,6 +79,7 @@ class Stack:
         self.services = [s for s in SERVICE_MODULES if s in services]
         self.durable = durable
         self.echo = echo
+        self.environ = dict(os.environ if environ is None else environ)
         self.home = settings.home
         self.nats: EmbeddedNats | None = None
         self.postgres: EmbeddedPostgres | None = None
@@ -168,8 +172,14 @@ class Stack:
 
         asyncio.run(stream())
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+    def _env(self, service: str) -> dict[str, str]:
+        env = dict(self.environ)
+        if service not in AI_SERVICES:
+            # Model keys reach the four AI phases only: never the gateway, the projector, the
+            # relay or the sandbox (which runs generated code).
+            for name in list(env):
+                if name in PROVIDER_KEYS or name.endswith("_API_KEY"):
+                    del env[name]
         # Every setting the stack was given reaches every service, however it was given
         # (environment, .env, or in code), so they all run with the same configuration.
         for name, value in self.settings.model_dump(mode="json").items():
@@ -194,7 +204,7 @@ class Stack:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self._env(),
+            env=self._env(proc.name),
             # Own session: Ctrl-C reaches only the supervisor, which stops services in order.
             start_new_session=True,
             preexec_fn=die_with_parent,

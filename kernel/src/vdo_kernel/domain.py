@@ -241,9 +241,10 @@ class Job(Aggregate):
         note: str
 
         def apply(self, aggregate: Aggregate) -> None:
-            _job(aggregate).open_calls[self.key] = OpenCall(
-                self.reserved_usd, self.provider, self.model
-            )
+            job = _job(aggregate)
+            job.open_calls[self.key] = OpenCall(self.reserved_usd, self.provider, self.model)
+            name = call_key(job.id, self.step, self.attempt, self.call)
+            job.tries[name] = max(job.tries.get(name, 0), self.try_number)
 
     class ModelCallFinished(Event):
         """What one try of a model call came to: its reply (a blob) or its error, the tokens and
@@ -381,6 +382,8 @@ class Job(Aggregate):
         self.open_calls: dict[str, OpenCall] = {}
         # Replies of finished calls, by call key: a step redone after a crash reuses them.
         self.replies: dict[str, str] = {}
+        # The highest try number used so far, by call key.
+        self.tries: dict[str, int] = {}
 
     # ---- queries (the rules) ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.utils import get_topic
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from psycopg.conninfo import conninfo_to_dict
@@ -333,6 +334,20 @@ class JobStore:
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
             cur.execute(query, (consumer, position))
             return cur.fetchone() is not None
+
+    def model_costs_after(self, position: int) -> list[tuple[int, str, float]]:
+        """(position, ISO time, cost) of every finished model call after a position: what the
+        global daily cap adds up."""
+        query = SQL(
+            "SELECT notification_id, s #>> '{{timestamp,_data_}}', "
+            "coalesce((s ->> 'cost_usd')::float8, 0) "
+            "FROM (SELECT notification_id, convert_from(state, 'UTF8')::jsonb AS s "
+            "FROM {} WHERE topic = %s AND notification_id > %s) AS calls "
+            "ORDER BY notification_id"
+        ).format(Identifier(self.recorder.datastore.schema, self.recorder.events_table_name))
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (get_topic(Job.ModelCallFinished), position))
+            return [(int(r[0]), str(r[1] or ""), float(r[2])) for r in cur.fetchall()]
 
     # ---- the log --------------------------------------------------------------------
 

@@ -1,14 +1,21 @@
 """The reviewer service: approves the result or sends it back with comments."""
 
 import asyncio
+from functools import partial
 
 from vdo_kernel.domain import Step
 from vdo_kernel.service import run_step_service
-from vdo_reviewer.scripted import review
+from vdo_kernel.settings import Settings
+from vdo_models.session import Models
+from vdo_reviewer.reviewing import review
 
 
 def main() -> None:
-    asyncio.run(run_step_service("reviewer", {Step.REVIEW: review}))
+    settings = Settings()
+    models = Models(settings)
+    asyncio.run(
+        run_step_service("reviewer", {Step.REVIEW: partial(review, models=models)}, settings)
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,272 @@
+"""The model calls of one step, bracketed in the job's history and held to its budget.
+
+Every try of every route is a `ModelCallStarted` (recorded before the request is sent, with its
+worst-case cost held against the budget) and a `ModelCallFinished` (the reply as a blob, or the
+error; tokens; cost). A call whose worst case would exceed what is left of the job's budget, or
+of the deployment's daily cap, is not made. A step redone after a crash or a redelivery reuses
+every reply recorded before it instead of paying again; a try that was started and never
+finished is closed as ``interrupted`` and counted at its worst case, and the call is retried
+under a new try number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from vdo_kernel import logs
+from vdo_kernel.domain import Job, call_key
+from vdo_kernel.steps import StepContext, StepFailure
+from vdo_kernel.store import JobStore
+from vdo_models.interface import (
+    JSONSchema,
+    Message,
+    ModelReply,
+    ModelRequest,
+    ProviderError,
+    Route,
+    Usage,
+)
+from vdo_models.pricing import Pricing
+from vdo_models.router import Router, RouterError
+from vdo_models.structured import parse_document
+
+log = logs.get(__name__)
+
+REPAIR = (
+    "Your reply could not be used: {error}\n"
+    "Reply again with only the corrected JSON document, matching the schema exactly."
+)
+
+
+_NO_USAGE = Usage()
+
+
+class BudgetExceededError(StepFailure):
+    """A call was not made: its worst case would exceed what is left."""
+
+
+@dataclass
+class DailySpend:
+    """What every job together spent today (UTC), kept current by reading only the finished
+    calls recorded since the last look."""
+
+    day: str = ""
+    position: int = 0
+    spent: float = 0.0
+
+    def total(self, store: JobStore) -> float:
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        if today != self.day:
+            self.day, self.position, self.spent = today, 0, 0.0
+        for position, at, cost in store.model_costs_after(self.position):
+            self.position = position
+            if at.startswith(today):
+                self.spent += cost
+        return self.spent
+
+
+class StepCalls:
+    """Asks the models of one phase for one step's replies."""
+
+    def __init__(
+        self,
+        ctx: StepContext,
+        *,
+        phase: str,
+        routes: list[Route],
+        router: Router,
+        pricing: Pricing,
+        daily: DailySpend,
+    ) -> None:
+        self.ctx = ctx
+        self.phase = phase
+        self.routes = routes
+        self.router = router
+        self.pricing = pricing
+        self.daily = daily
+        self.calls = 0
+        self.used: Route | None = None  # the route whose reply was used last
+
+    async def ask(self, request: ModelRequest, schema: JSONSchema) -> dict[str, Any]:
+        """One JSON document matching `schema`: a call, and if its reply does not parse or
+        validate, one repair call with the reason; then the step fails with that reason."""
+        reply = await self.call(request)
+        document, error = parse_document(reply.text, schema)
+        if document is not None:
+            return document
+        self.ctx.emit("model", f"\n[{self.phase}] reply rejected: {error}; asking once more\n")
+        repair = ModelRequest(
+            phase=request.phase,
+            system=request.system,
+            messages=(
+                *request.messages,
+                Message("assistant", reply.text[:200_000]),
+                Message("user", REPAIR.format(error=error)),
+            ),
+            max_output_tokens=request.max_output_tokens,
+            json_schema=request.json_schema,
+            temperature=request.temperature,
+            task=request.task,
+            attempt=request.attempt,
+        )
+        reply = await self.call(repair)
+        document, error = parse_document(reply.text, schema)
+        if document is None:
+            raise StepFailure(f"the {self.phase} model's reply was still not valid: {error}")
+        return document
+
+    async def call(self, request: ModelRequest) -> ModelReply:
+        """One logical call: the recorded reply when there is one, else the router's."""
+        self.calls += 1
+        call = self.calls
+        ctx = self.ctx
+        name = call_key(ctx.job.id, ctx.due.step.value, ctx.due.attempt, call)
+        recorded = ctx.job.replies.get(name)
+        if recorded is not None and ctx.blobs.exists(recorded):
+            ctx.emit("model", f"[{self.phase}] reusing the reply recorded before an interruption\n")
+            text = ctx.blobs.get(recorded).decode("utf-8", errors="replace")
+            return ModelReply(text=text, usage=_NO_USAGE, model="(recorded)")
+        await self._close_interrupted(name)
+        tries = _Tries(self, call, request)
+        try:
+            reply, route = await self.router.complete(
+                self.routes, request, on_text=tries.text, observer=tries
+            )
+        except RouterError as error:
+            raise StepFailure(f"{self.phase}: {error}") from error
+        self.used = route
+        return reply
+
+    async def _close_interrupted(self, name: str) -> None:
+        open_keys = [k for k in self.ctx.job.open_calls if k.startswith(name + ":")]
+        if not open_keys:
+            return
+
+        def close(job: Job) -> None:
+            for key in open_keys:
+                if key in job.open_calls:
+                    job.finish_model_call(
+                        key,
+                        outcome="interrupted",
+                        error=(
+                            "interrupted before its reply was recorded (a crash or a "
+                            "redelivery); counted at its worst-case cost"
+                        ),
+                        cost_usd=job.open_calls[key].reserved_usd,
+                        causation_id=self.ctx.cause,
+                    )
+
+        await self.ctx.record(close)
+
+
+class _Tries:
+    """The router's observer for one logical call: records each try and writes the live log."""
+
+    def __init__(self, owner: StepCalls, call: int, request: ModelRequest) -> None:
+        self.owner = owner
+        self.call = call
+        self.request = request
+        self.prompt_tokens = owner.pricing.estimate_tokens(request.prompt_text())
+        self.key = ""
+        self.started = 0.0
+
+    async def text(self, piece: str) -> None:
+        self.owner.ctx.emit("model", piece)
+
+    async def try_started(self, route: Route, try_number: int) -> None:
+        owner, ctx = self.owner, self.owner.ctx
+        reserved = owner.pricing.worst_case(
+            route, self.prompt_tokens, self.request.max_output_tokens
+        )
+        spent_today = await asyncio.to_thread(owner.daily.total, _store(ctx))
+        cap = ctx.settings.daily_budget_usd
+        if spent_today + reserved > cap:
+            raise BudgetExceededError(
+                f"daily budget exceeded: the call to {route} could cost up to ${reserved:.4f} "
+                f"and ${max(cap - spent_today, 0):.4f} of the daily ${cap:.2f} is left"
+            )
+        if reserved > ctx.job.budget_left_usd:
+            raise BudgetExceededError(
+                f"budget exceeded: the call to {route} could cost up to ${reserved:.4f} and "
+                f"${max(ctx.job.budget_left_usd, 0):.4f} of the job's ${ctx.job.budget_usd:.2f} "
+                "is left"
+            )
+        name = call_key(ctx.job.id, ctx.due.step.value, ctx.due.attempt, self.call)
+        number = ctx.job.tries.get(name, 0) + 1
+        keys: list[str] = []
+        note = "" if try_number == 1 else f"try {try_number} of this call"
+
+        def start(job: Job) -> None:
+            keys.append(
+                job.start_model_call(
+                    ctx.due,
+                    call=self.call,
+                    try_number=number,
+                    provider=route.provider,
+                    model=route.model,
+                    reserved_usd=reserved,
+                    note=note,
+                    causation_id=ctx.cause,
+                )
+            )
+
+        await ctx.record(start)
+        self.key = keys[-1]
+        self.started = time.monotonic()
+        ctx.emit("model", f"[{owner.phase}] calling {route} (try {number})\n")
+
+    async def try_finished(
+        self,
+        route: Route,
+        try_number: int,
+        reply: ModelReply | None,
+        error: ProviderError | None,
+        retry_in: float | None,
+    ) -> None:
+        owner, ctx = self.owner, self.owner.ctx
+        latency_ms = (time.monotonic() - self.started) * 1000
+        usage = reply.usage if reply is not None else _NO_USAGE
+        cost = owner.pricing.cost(route, usage)
+        reply_blob = ctx.blobs.put_text(reply.text) if reply is not None else ""
+        outcome = "ok" if error is None else ("refused" if error.kind == "refused" else "error")
+        key = self.key
+
+        def finish(job: Job) -> None:
+            job.finish_model_call(
+                key,
+                outcome=outcome,
+                error="" if error is None else _describe(error),
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cached_tokens=usage.cached_input_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                cost_usd=cost,
+                latency_ms=round(latency_ms, 1),
+                reply=reply_blob,
+                causation_id=ctx.cause,
+            )
+
+        await ctx.record(finish)
+        if error is not None:
+            then = (
+                f"retrying in {retry_in:.1f}s"
+                if retry_in is not None
+                else "trying the next route"
+                if route != owner.routes[-1]
+                else "no route left"
+            )
+            ctx.emit("model", f"\n[{owner.phase}] {route} failed: {_describe(error)}; {then}\n")
+            log.info("model call failed", phase=owner.phase, route=str(route), error=str(error))
+
+
+def _describe(error: ProviderError) -> str:
+    status = f"{error.status} " if error.status else ""
+    return f"{status}{error.kind}: {error}"[:500]
+
+
+def _store(ctx: StepContext) -> JobStore:
+    assert ctx.store is not None
+    return ctx.store
