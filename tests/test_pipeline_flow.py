@@ -11,6 +11,7 @@ import httpx
 from tests.harness import WORD_COUNT, RunningStack
 
 STEPS = ["plan", "build", "write_tests", "run_tests", "review", "sandbox_run"]
+AI_STEPS = {"plan", "build", "write_tests", "review"}
 PHASES = ["planning", "building", "testing", "testing", "reviewing", "sandboxing"]
 
 
@@ -32,7 +33,10 @@ def test_a_job_reaches_completed_with_every_phase_in_order(running_stack: Runnin
     events = running_stack.wait_for(job_id)
     expected: list[tuple[str, str | None]] = [("JobSubmitted", None)]
     for step in STEPS:
-        expected += [("StepStarted", step), ("StepFinished", step)]
+        expected.append(("StepStarted", step))
+        if step in AI_STEPS:  # one model call each, bracketed
+            expected += [("ModelCallStarted", step), ("ModelCallFinished", step)]
+        expected.append(("StepFinished", step))
     expected.append(("JobCompleted", None))
     assert step_trail(events) == expected
     assert [e["data"]["phase"] for e in events if e["type"] == "StepStarted"] == PHASES

@@ -339,15 +339,16 @@ class JobStore:
         """(position, ISO time, cost) of every finished model call after a position: what the
         global daily cap adds up."""
         query = SQL(
-            "SELECT notification_id, s #>> '{{timestamp,_data_}}', "
-            "coalesce((s ->> 'cost_usd')::float8, 0) "
+            "SELECT notification_id AS position, s #>> '{{timestamp,_data_}}' AS at, "
+            "coalesce((s ->> 'cost_usd')::float8, 0) AS cost "
             "FROM (SELECT notification_id, convert_from(state, 'UTF8')::jsonb AS s "
             "FROM {} WHERE topic = %s AND notification_id > %s) AS calls "
             "ORDER BY notification_id"
         ).format(Identifier(self.recorder.datastore.schema, self.recorder.events_table_name))
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
             cur.execute(query, (get_topic(Job.ModelCallFinished), position))
-            return [(int(r[0]), str(r[1] or ""), float(r[2])) for r in cur.fetchall()]
+            rows: list[Any] = cur.fetchall()
+            return [(int(r["position"]), str(r["at"] or ""), float(r["cost"])) for r in rows]
 
     # ---- the log --------------------------------------------------------------------
 

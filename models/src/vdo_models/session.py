@@ -23,7 +23,7 @@ from vdo_models.interface import ModelClient, Route, RouteError
 from vdo_models.pricing import Pricing
 from vdo_models.providers import KEY_VARIABLES, configured_providers, make_client
 from vdo_models.router import Router
-from vdo_models.scripted import ScriptedModel
+from vdo_models.scripted import ScriptedModelClient
 
 log = logs.get(__name__)
 
@@ -85,7 +85,9 @@ class Models:
     def client(self, provider: str) -> ModelClient:
         if provider not in self._clients:
             self._clients[provider] = (
-                ScriptedModel() if provider == "scripted" else make_client(provider, self.env)
+                ScriptedModelClient(delay_seconds=self.settings.scripted_delay_seconds)
+                if provider == "scripted"
+                else make_client(provider, self.env)
             )
         return self._clients[provider]
 
@@ -127,3 +129,7 @@ def file_limits(settings: Settings) -> FileLimits:
 def render_files(files: Mapping[str, str]) -> str:
     """Files as a model reads them: each under a header with its path."""
     return "\n".join(f"=== {path} ===\n{content}" for path, content in sorted(files.items()))
+
+
+def attempt_line(attempt: int, max_attempts: int) -> str:
+    return f"This is attempt {attempt} of at most {max_attempts}."

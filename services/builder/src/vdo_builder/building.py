@@ -10,7 +10,7 @@ from vdo_kernel.steps import StepContext, StepFailure, StepResult
 from vdo_models.files import UnsafeFilesError, check_files, load_files, store_files
 from vdo_models.interface import Message, ModelRequest
 from vdo_models.phases import BUILD
-from vdo_models.session import Models, file_limits, label, render_files, tag
+from vdo_models.session import Models, attempt_line, file_limits, label, render_files, tag
 
 SYSTEM = """You are the building phase of VDO, an AI development orchestrator.
 Write every file of the plan below: complete, working Python 3.11 code, no placeholders. Tests
@@ -55,6 +55,7 @@ async def build(ctx: StepContext, models: Models) -> StepResult:
                 "Fix what it describes and return every file.",
             )
         )
+    messages.append(Message("user", attempt_line(attempt, job.max_attempts)))
     calls = models.calls(ctx, "builder")
     document = await calls.ask(
         ModelRequest(

@@ -10,7 +10,7 @@ from vdo_kernel.steps import StepContext, StepFailure, StepResult
 from vdo_models.files import load_files
 from vdo_models.interface import Message, ModelRequest
 from vdo_models.phases import REVIEW
-from vdo_models.session import Models, label, render_files, tag
+from vdo_models.session import Models, attempt_line, label, render_files, tag
 
 SYSTEM = """You are the review phase of VDO, an AI development orchestrator.
 Review the program below against the job and its plan, with its tests and their results. Approve
@@ -44,8 +44,9 @@ async def review(ctx: StepContext, models: Models) -> StepResult:
             + render_files(load_files(ctx.blobs, built))
             + "\n\nThe tests:\n"
             + render_files(load_files(ctx.blobs, tests))
-            + f"\n\nTest results (attempt {attempt}): {results}",
+            + f"\n\nTest results: {results}",
         ),
+        Message("user", attempt_line(attempt, job.max_attempts)),
     )
     calls = models.calls(ctx, "reviewer")
     document = await calls.ask(

@@ -10,7 +10,7 @@ from vdo_kernel.steps import StepContext, StepFailure, StepResult
 from vdo_models.files import UnsafeFilesError, check_files, load_files, store_files
 from vdo_models.interface import Message, ModelRequest
 from vdo_models.phases import TESTS
-from vdo_models.session import Models, file_limits, label, render_files, tag
+from vdo_models.session import Models, attempt_line, file_limits, label, render_files, tag
 
 SYSTEM = """You are the testing phase of VDO, an AI development orchestrator.
 Write tests for the program below that check it does what the job asks: the main behaviour, the
@@ -39,6 +39,7 @@ async def write_tests(ctx: StepContext, models: Models) -> StepResult:
             cache=True,
         ),
         Message("user", "The program's files:\n" + render_files(code)),
+        Message("user", attempt_line(attempt, job.max_attempts)),
     ]
     calls = models.calls(ctx, "tester")
     document = await calls.ask(
