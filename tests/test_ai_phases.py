@@ -84,7 +84,7 @@ def ai_stack(
         tmp_path_factory.mktemp("ai"),
         url,
         environ=clean_environment(**fake.env(KEY)),
-        planner_model="anthropic:claude-sonnet-4-5",
+        planner_model="anthropic:claude-sonnet-4-6",
         builder_model="openai:gpt-4.1",
         tester_model="google:gemini-2.5-flash",
         reviewer_model="openai:gpt-4.1-mini",
@@ -124,7 +124,7 @@ def test_each_phase_on_its_own_provider_completes(
     assert events[-1]["type"] == "JobCompleted", ai_stack.job(job_id)
     used = {(c["step"], c["provider"], c["model"]) for c in calls(events)}
     assert used == {
-        ("plan", "anthropic", "claude-sonnet-4-5"),
+        ("plan", "anthropic", "claude-sonnet-4-6"),
         ("build", "openai", "gpt-4.1"),
         ("write_tests", "google", "gemini-2.5-flash"),
         ("review", "openai", "gpt-4.1-mini"),
@@ -226,7 +226,7 @@ def test_faults_are_retried_or_fall_back_and_each_shows_in_the_history(
         "wc faults",
         "a command-line word-count tool",
         routes={
-            "planner": ["anthropic:claude-sonnet-4-5"],
+            "planner": ["anthropic:claude-sonnet-4-6"],
             "builder": ["openai:gpt-4.1", "google:gemini-2.5-flash"],
         },
     )

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     # Each phase's model as provider:model; keys and base URLs come from the providers' own
     # variables (ANTHROPIC_API_KEY, OPENAI_API_KEY, GEMINI_API_KEY, ..._BASE_URL). A phase whose
     # provider has no key runs on the built-in scripted model, and says so.
-    planner_model: str = "anthropic:claude-sonnet-4-5"
-    builder_model: str = "anthropic:claude-sonnet-4-5"
+    planner_model: str = "anthropic:claude-sonnet-4-6"
+    builder_model: str = "anthropic:claude-sonnet-4-6"
     tester_model: str = "openai:gpt-4.1"
     reviewer_model: str = "google:gemini-2.5-pro"
     # Comma-separated provider:model routes tried in order when the main one keeps failing.

@@ -1,0 +1,198 @@
+"""The call bracket of one step, on a real event store: what is paid for is recorded, a redone
+step never pays twice for a reply it already has, and a budget stops a call before it is sent."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from tests.fakeprovider import FakeProvider, Reply
+
+from vdo_kernel.blobs import BlobStore
+from vdo_kernel.domain import Job, Step
+from vdo_kernel.settings import Settings
+from vdo_kernel.steps import StepContext
+from vdo_kernel.store import JobStore
+from vdo_models.calls import BudgetExceededError, StepCalls
+from vdo_models.interface import Message, ModelRequest, Route
+from vdo_models.session import Models
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "integer"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+ROUTE = Route("openai", "gpt-4.1")
+
+
+def planning_job(store: JobStore, budget: float = 1.0) -> Job:
+    job = Job.submit(title="calls", description="a command-line word-count tool", budget_usd=budget)
+    due = job.is_due(Step.PLAN)
+    assert due is not None
+    job.start_step(due, worker="test", causation_id="1")
+    store.save(job)
+    return store.get(job.id)
+
+
+def step_calls(
+    store: JobStore, job: Job, models: Models, blobs: BlobStore, settings: Settings
+) -> StepCalls:
+    due = job.is_due(Step.PLAN)
+    assert due is not None
+    ctx = StepContext(job=job, due=due, blobs=blobs, settings=settings, store=store, cause="1")
+    return StepCalls(
+        ctx,
+        phase="planner",
+        routes=[ROUTE],
+        router=models.router,
+        pricing=models.pricing,
+        daily=models.daily,
+    )
+
+
+def request() -> ModelRequest:
+    return ModelRequest(
+        phase="planner",
+        system="Answer with JSON.",
+        messages=(Message("user", "What is six times seven?"),),
+        max_output_tokens=1000,
+        json_schema=SCHEMA,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path, model_backoff_seconds=0.0, model_timeout_seconds=5.0)
+
+
+@pytest.fixture
+def blobs(settings: Settings) -> BlobStore:
+    return BlobStore(settings.blobs_dir)
+
+
+@pytest.fixture
+async def models(settings: Settings, env: dict[str, str]) -> AsyncIterator[Models]:
+    models = Models(settings, environ=env)
+    yield models
+    await models.close()
+
+
+def finished_calls(store: JobStore, job: Job) -> list[dict[str, object]]:
+    return [e.data for e in store.job_events(job.id) if e.type == "ModelCallFinished"]
+
+
+async def test_a_redone_step_reuses_the_recorded_reply_instead_of_paying_again(
+    store: JobStore, fake: FakeProvider, models: Models, blobs: BlobStore, settings: Settings
+) -> None:
+    fake.push("openai", Reply(text='{"answer": 42}', input_tokens=20, output_tokens=5))
+    job = planning_job(store)
+    first = await step_calls(store, job, models, blobs, settings).ask(request(), SCHEMA)
+    assert first == {"answer": 42}
+    assert len(fake.requests("openai")) == 1
+    [call] = finished_calls(store, job)
+    assert call["outcome"] == "ok"
+    assert call["input_tokens"] == 20
+    assert call["output_tokens"] == 5
+    assert call["cost_usd"] == pytest.approx((20 * 2 + 5 * 8) / 1e6)
+
+    # The worker died before the step's result was recorded: the step is done again.
+    again = await step_calls(store, store.get(job.id), models, blobs, settings).ask(
+        request(), SCHEMA
+    )
+    assert again == first
+    assert len(fake.requests("openai")) == 1  # not paid twice
+    assert len(finished_calls(store, job)) == 1
+
+
+async def test_a_call_interrupted_mid_flight_is_recorded_and_retried_under_a_new_try(
+    store: JobStore, fake: FakeProvider, models: Models, blobs: BlobStore, settings: Settings
+) -> None:
+    job = planning_job(store)
+    due = job.is_due(Step.PLAN)
+    assert due is not None
+    # A worker recorded the start of a call and died before its reply came back.
+    job.start_model_call(
+        due,
+        call=1,
+        try_number=1,
+        provider="openai",
+        model="gpt-4.1",
+        reserved_usd=0.01,
+        causation_id="1",
+    )
+    store.save(job)
+    fake.push("openai", Reply(text='{"answer": 7}'))
+    result = await step_calls(store, store.get(job.id), models, blobs, settings).ask(
+        request(), SCHEMA
+    )
+    assert result == {"answer": 7}
+    calls = finished_calls(store, job)
+    assert [(c["try_number"], c["outcome"]) for c in calls] == [(1, "interrupted"), (2, "ok")]
+    assert calls[0]["cost_usd"] == pytest.approx(0.01)  # counted at its worst case
+    assert "interrupted" in str(calls[0]["error"])
+    assert store.get(job.id).open_calls == {}
+
+
+async def test_a_call_that_could_exceed_the_budget_is_not_made(
+    store: JobStore, fake: FakeProvider, models: Models, blobs: BlobStore, settings: Settings
+) -> None:
+    job = planning_job(store, budget=0.001)  # 1000 output tokens at $8/M is $0.008
+    with pytest.raises(BudgetExceededError, match=r"budget exceeded: .*\$0\.0080"):
+        await step_calls(store, job, models, blobs, settings).ask(request(), SCHEMA)
+    assert fake.requests() == []
+    assert [e.type for e in store.job_events(job.id)] == ["JobSubmitted", "StepStarted"]
+
+
+async def test_the_daily_cap_covers_every_job(
+    store: JobStore, fake: FakeProvider, env: dict[str, str], blobs: BlobStore, tmp_path: Path
+) -> None:
+    settings = Settings(home=tmp_path, daily_budget_usd=0.012, model_backoff_seconds=0.0)
+    models = Models(settings, environ=env)
+    # Each call costs $0.0048 (600 output tokens at $8/M); its worst case is over $0.008.
+    fake.set_responder(
+        lambda provider, model, body: Reply(text='{"answer": 1}', input_tokens=1, output_tokens=600)
+    )
+    try:
+        first = planning_job(store)
+        await step_calls(store, first, models, blobs, settings).ask(request(), SCHEMA)
+        spent = float(str(finished_calls(store, first)[0]["cost_usd"]))
+        assert spent > 0
+        # What is left of the day's cap is less than another call's worst case.
+        second = planning_job(store)
+        with pytest.raises(BudgetExceededError, match="daily budget exceeded"):
+            await step_calls(store, second, models, blobs, settings).ask(request(), SCHEMA)
+        assert len(fake.requests()) == 1
+    finally:
+        await models.close()
+
+
+async def test_the_reply_is_streamed_to_the_live_log_and_no_key_is_recorded(
+    store: JobStore,
+    fake: FakeProvider,
+    models: Models,
+    blobs: BlobStore,
+    settings: Settings,
+    key: str,
+) -> None:
+    fake.push("openai", Reply(text='{"answer": 12345}', deltas=5))
+    job = planning_job(store)
+    calls = step_calls(store, job, models, blobs, settings)
+    lines: list[tuple[str, str]] = []
+
+    class Recorder:
+        def emit(self, job_id: object, *, step: str, attempt: int, stream: str, text: str) -> None:
+            lines.append((stream, text))
+
+    calls.ctx.live = Recorder()  # type: ignore[assignment]
+    await calls.ask(request(), SCHEMA)
+    pieces = [text for stream, text in lines if stream == "model" and "calling" not in text]
+    assert len(pieces) > 1
+    assert "".join(pieces) == '{"answer": 12345}'
+    history = json.dumps([e.to_json() for e in store.job_events(job.id)])
+    assert key not in history
+    assert all(
+        key.encode() not in path.read_bytes() for path in blobs.root.rglob("*") if path.is_file()
+    )
