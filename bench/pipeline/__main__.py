@@ -46,7 +46,10 @@ async def submit_all(api: httpx.AsyncClient, n: int, parallel: int) -> list[str]
 
     async def one(i: int) -> str:
         async with gate:
-            r = await api.post("/api/jobs", json={"title": f"bench {i}", "description": "a command-line word-count tool"})
+            r = await api.post(
+                "/api/jobs",
+                json={"title": f"bench {i}", "description": "a command-line word-count tool"},
+            )
             r.raise_for_status()
             job_id: str = r.json()["id"]
             return job_id

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from vdo_cli.audit import audit, rich_layout
 from vdo_cli.main import app
-from vdo_kernel.domain import Job, Outcome
+from vdo_kernel.domain import Job, Outcome, Step
 from vdo_kernel.store import JobStore
 
 PLAN = "ab" * 32
@@ -174,3 +174,156 @@ def test_an_unknown_job_is_a_clear_error(runner: CliRunner) -> None:
 
     assert result.exit_code == 1
     assert f"there is no job {job_id} in the event log" in one_line(result.output)
+
+
+@pytest.fixture
+def fallen_back(database_url: str) -> str:
+    """A job whose plan was rate limited on its main route and answered by the fallback, whose
+    build was made by the scripted model after a refusal and an interrupted try, and whose
+    tests have a call left open."""
+    store = JobStore(database_url, pool_size=1)
+    try:
+        job = Job.submit(
+            title="routed",
+            description="a job with chosen models",
+            budget_usd=2.5,
+            routes={"planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"]},
+        )
+        due = job.is_due(Step.PLAN)
+        assert due is not None
+        job.start_step(due, worker="planner@host:1", causation_id="test")
+        first = job.start_model_call(
+            due,
+            call=1,
+            try_number=1,
+            provider="anthropic",
+            model="claude-sonnet-4-5",
+            reserved_usd=0.05,
+            causation_id="test",
+        )
+        job.finish_model_call(
+            first, outcome="error", error="429 rate limited", latency_ms=90, causation_id="test"
+        )
+        second = job.start_model_call(
+            due,
+            call=1,
+            try_number=2,
+            provider="openai",
+            model="gpt-4.1",
+            reserved_usd=0.05,
+            note="fallback after a 429",
+            causation_id="test",
+        )
+        job.finish_model_call(
+            second,
+            outcome="ok",
+            input_tokens=1500,
+            output_tokens=400,
+            cached_tokens=1000,
+            cost_usd=0.0125,
+            latency_ms=2300,
+            reply=PLAN,
+            causation_id="test",
+        )
+        job.finish_step(
+            due,
+            outcome=Outcome.OK,
+            summary="three endpoints",
+            causation_id="test",
+            details={"model": "openai:gpt-4.1"},
+        )
+        due = job.is_due(Step.BUILD)
+        assert due is not None
+        job.start_step(due, worker="builder@host:1", causation_id="test")
+        tries = [("refused", "content policy"), ("interrupted", "the stream was cut"), ("ok", "")]
+        for number, (outcome, error) in enumerate(tries, start=1):
+            key = job.start_model_call(
+                due,
+                call=1,
+                try_number=number,
+                provider="scripted",
+                model="demo",
+                reserved_usd=0.0,
+                causation_id="test",
+            )
+            job.finish_model_call(key, outcome=outcome, error=error, causation_id="test")
+        job.finish_step(
+            due,
+            outcome=Outcome.OK,
+            summary="[scripted model] wrote 2 file(s)",
+            causation_id="test",
+            details={"model": "scripted (built-in; no AI model configured)"},
+        )
+        due = job.is_due(Step.WRITE_TESTS)
+        assert due is not None
+        job.start_step(due, worker="tester@host:1", causation_id="test")
+        job.start_model_call(
+            due,
+            call=1,
+            try_number=1,
+            provider="openai",
+            model="gpt-4.1",
+            reserved_usd=0.2,
+            causation_id="test",
+        )
+        store.save(job)
+        return str(job.id)
+    finally:
+        store.close()
+
+
+def test_audit_lists_every_model_call_with_its_retries_and_fallbacks(
+    runner: CliRunner, fallen_back: str
+) -> None:
+    result = runner.invoke(app, ["audit", fallen_back])
+
+    assert result.exit_code == 0, result.output
+    output = one_line(result.output)
+    assert "models planner anthropic:claude-sonnet-4-5 then openai:gpt-4.1" in output
+    assert "cost $0.0125 of $2.5 (6 model call(s), 3 failed, 1 without a result)" in output
+    assert "attempt 1 building/build ok [scripted model] by builder@host:1" in output
+    for line in (
+        "model calls: $0.0125 of $2.5",
+        "plan (attempt 1) call 1: planner try 1 on anthropic:claude-sonnet-4-5 -> error: 429 "
+        "rate limited; 0 in / 0 out / 0 cached tokens, $0.00, 90 ms",
+        "plan (attempt 1) call 1: planner try 2 on openai:gpt-4.1 after "
+        "anthropic:claude-sonnet-4-5 failed: 429 rate limited -> ok; 1,500 in / 400 out / "
+        "1,000 cached tokens, $0.0125, 2.3 s",
+        "note: fallback after a 429",
+        "build (attempt 1) call 1: builder try 2 on scripted:demo [scripted model] after "
+        "scripted:demo refused: content policy -> interrupted: the stream was cut",
+        "builder try 3 on scripted:demo [scripted model] after scripted:demo was interrupted: "
+        "the stream was cut -> ok",
+        "write_tests (attempt 1) call 1: tester try 1 on openai:gpt-4.1 -> no result recorded "
+        "(running, or interrupted); held $0.20 of the budget",
+    ):
+        assert line in output, line
+    # The history tells each call too.
+    assert (
+        "ModelCallFinished: plan (attempt 1) call 1 try 1 on anthropic:claude-sonnet-4-5 error: "
+        "429 rate limited" in output
+    )
+    assert f"reply sha256:{PLAN}" in output
+    assert (
+        "ModelCallStarted: write_tests (attempt 1) call 1 try 1 on openai:gpt-4.1 started, "
+        "holding $0.20 of the budget" in output
+    )
+
+
+def test_the_terminal_layout_has_the_model_calls(database_url: str, fallen_back: str) -> None:
+    from rich.console import Console
+
+    store = JobStore(database_url, pool_size=1)
+    try:
+        report = audit(store.job_events(UUID(fallen_back)))
+    finally:
+        store.close()
+    console = Console(width=250, record=True, force_terminal=True)
+    console.print(rich_layout(report))
+    text = one_line(console.export_text())
+    assert "model calls" in text
+    # Cells wrap: the headline of the fallback is there in pieces.
+    assert "planner try 2 on openai:gpt-4.1 after" in text
+    assert "failed: 429 rate limited" in text
+    assert "ok [scripted model]" in text
+    assert "held $0.20 of the budget" in text

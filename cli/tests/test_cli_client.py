@@ -4,6 +4,7 @@ settings."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from vdo_cli.client import (
     ClientError,
     database_url,
     gateway_address,
+    parse_routes,
     read_stack_file,
     redact_url,
 )
@@ -87,3 +89,39 @@ def test_no_database_anywhere_says_to_start_the_stack(tmp_path: Path) -> None:
 def test_a_password_in_a_url_is_never_shown() -> None:
     assert redact_url("postgresql://vdo:s3cret@db:5432/vdo") == "postgresql://vdo:***@db:5432/vdo"
     assert redact_url("postgresql://postgres@db/vdo") == "postgresql://postgres@db/vdo"
+
+
+def test_model_options_become_routes_by_phase() -> None:
+    routes = parse_routes(
+        [
+            "planner=anthropic:claude-sonnet-4-5,openai:gpt-4.1",
+            " Reviewer = gemini:gemini-2.5-pro ",
+            "builder=openai:org/model:tag",
+        ]
+    )
+
+    assert routes == {
+        "planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"],
+        # The gateway checks providers (and takes gemini as google).
+        "reviewer": ["gemini:gemini-2.5-pro"],
+        "builder": ["openai:org/model:tag"],
+    }
+    assert parse_routes([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["anthropic:claude-sonnet-4-5"], "is not PHASE=provider:model"),
+        (["=openai:gpt-4.1"], "is not PHASE=provider:model"),
+        (["sandbox=openai:gpt-4.1"], "'sandbox' is not a phase with a model: planner, builder"),
+        (["planner=gpt-4.1"], "planner: 'gpt-4.1' is not provider:model"),
+        (["planner="], "planner: '' is not provider:model"),
+        (["planner=openai:gpt-4.1,"], "planner: '' is not provider:model"),
+        (["tester=openai:"], "tester: 'openai:' is not provider:model"),
+        (["planner=a:b", "planner=c:d"], "planner is given twice"),
+    ],
+)
+def test_model_options_that_cannot_be_routes_are_named(values: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_routes(values)

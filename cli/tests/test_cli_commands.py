@@ -17,6 +17,8 @@ pytestmark = pytest.mark.e2e
 
 PHASES = ("planning", "building", "testing", "reviewing", "sandboxing")
 STEPS = ("plan", "build", "write_tests", "run_tests", "review", "sandbox_run")
+# One of the built-in scripted model's demo jobs, asking for its repair loop.
+REPAIR_LOOP = "a command-line word-count tool, to show the repair loop"
 
 
 class Stack(Protocol):
@@ -54,11 +56,13 @@ def test_submit_with_watch_follows_every_phase_to_completion(
         assert any(f"{phase}:" in line and "started" in line for line in lines), phase
         assert any(phase in line and "✓ done" in line for line in lines), phase
     assert f"job {job_id} completed after" in result.output
+    assert "on scripted:demo [scripted model] started" in result.output
+    assert "; cost $0.00 of $1.00 (" in result.output
 
 
 def test_watch_shows_a_second_attempt_after_failing_tests(running_stack: Stack) -> None:
-    # The built-in scripted builder writes a bug in the first attempt of a "repair loop" job.
-    result = vdo(running_stack, "submit", "repair", "a repair loop demo", "--watch")
+    # The built-in scripted model writes a bug in the first attempt of a "repair loop" job.
+    result = vdo(running_stack, "submit", "repair", REPAIR_LOOP, "--watch")
 
     assert result.exit_code == 0, result.output
     assert "testing: run_tests failed (attempt 1)" in result.output
@@ -68,9 +72,7 @@ def test_watch_shows_a_second_attempt_after_failing_tests(running_stack: Stack) 
 
 
 def test_watch_of_a_job_that_fails_exits_non_zero(running_stack: Stack) -> None:
-    result = vdo(
-        running_stack, "submit", "no retry", "a repair loop demo", "--max-attempts=1", "--watch"
-    )
+    result = vdo(running_stack, "submit", "no retry", REPAIR_LOOP, "--max-attempts=1", "--watch")
 
     assert result.exit_code == EXIT_FAILED, result.output
     assert any("testing" in line and "✗ failed" in line for line in result.output.splitlines())
@@ -143,6 +145,17 @@ def test_show_gives_the_steps_and_the_history(
     assert "approved" in result.output
     assert "JobSubmitted" in result.output
     assert "JobCompleted" in result.output
+    # No model is configured: the built-in scripted model made the AI steps, and says so.
+    lines = [one_line(line) for line in result.output.splitlines()]
+    assert any(line.startswith("cost $0.00 of $1.00 budget (") for line in lines)
+    assert "model calls" in lines
+    assert any(
+        line.startswith("planning/plan 1 1 1 scripted:demo [scripted model] ok") for line in lines
+    )
+    assert any(
+        line.startswith("1 planning plan ok") and "[scripted model]" in line for line in lines
+    )
+    assert "ModelCallFinished" in result.output
 
 
 def test_an_unknown_job_is_a_clear_error(running_stack: Stack) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vdo_cli.progress import JobProgress, PhaseState, describe
+from vdo_cli.progress import JobProgress, PhaseState, describe, is_scripted, latency, usd
+from vdo_cli.watch import cost_line
 from vdo_kernel.domain import Phase, Status
 
 PIPELINE_STEPS = [
@@ -174,3 +175,167 @@ def test_every_event_reads_as_one_line() -> None:
     assert lines[3] == "building: build failed (attempt 1): a b"
     assert lines[4] == "SomethingNewer"
     assert all("\n" not in line for line in lines)
+
+
+def call_started(history: History, step: str, call: int, try_number: int, route: str) -> None:
+    provider, model = route.split(":", 1)
+    history.add(
+        "ModelCallStarted",
+        key=f"job-1:{step}:1:{call}:{try_number}",
+        step=step,
+        attempt=1,
+        call=call,
+        try_number=try_number,
+        provider=provider,
+        model=model,
+        reserved_usd=0.05,
+        note="",
+    )
+
+
+def call_finished(
+    history: History, step: str, call: int, try_number: int, route: str, **result: Any
+) -> None:
+    provider, model = route.split(":", 1)
+    history.add(
+        "ModelCallFinished",
+        key=f"job-1:{step}:1:{call}:{try_number}",
+        step=step,
+        attempt=1,
+        call=call,
+        try_number=try_number,
+        provider=provider,
+        model=model,
+        **{
+            "outcome": "ok",
+            "error": "",
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": 0.0,
+            "latency_ms": 0.0,
+            **result,
+        },
+    )
+
+
+def test_the_running_cost_adds_every_finished_call() -> None:
+    history = submitted()
+    history.add("StepStarted", step="build", phase="building", attempt=1)
+    call_started(history, "build", 1, 1, "anthropic:claude-sonnet-4-5")
+    call_finished(
+        history,
+        "build",
+        1,
+        1,
+        "anthropic:claude-sonnet-4-5",
+        outcome="error",
+        error="429 rate limited",
+        latency_ms=90.0,
+    )
+    call_started(history, "build", 1, 2, "openai:gpt-4.1")
+
+    running = fold(history)
+    assert (running.budget_usd, running.cost_usd, running.calls) == (1.0, 0.0, 1)
+    assert running.open_calls == {"job-1:build:1:1:2"}
+    assert running.phases[Phase.BUILDING].note == ("build call 1 try 2: waiting for openai:gpt-4.1")
+
+    call_finished(
+        history,
+        "build",
+        1,
+        2,
+        "openai:gpt-4.1",
+        input_tokens=1500,
+        output_tokens=400,
+        cost_usd=0.0125,
+        latency_ms=2300.0,
+    )
+    call_started(history, "build", 2, 1, "scripted:demo")
+    call_finished(history, "build", 2, 1, "scripted:demo", cost_usd=0.1)
+    done = fold(history)
+
+    assert done.cost_usd == 0.0125 + 0.1
+    assert (done.calls, done.open_calls) == (3, set())
+    assert done.phases[Phase.BUILDING].state is PhaseState.RUNNING
+    assert done.phases[Phase.BUILDING].note == (
+        "build call 2 try 1: ok, 0 in / 0 out tokens, $0.10, 0 ms"
+    )
+
+
+def test_model_calls_read_as_one_line_each() -> None:
+    history = submitted()
+    call_started(history, "plan", 1, 1, "anthropic:claude-sonnet-4-5")
+    call_finished(
+        history,
+        "plan",
+        1,
+        1,
+        "anthropic:claude-sonnet-4-5",
+        outcome="error",
+        error="429\nrate limited",
+        latency_ms=90.0,
+    )
+    call_finished(
+        history,
+        "plan",
+        1,
+        2,
+        "openai:gpt-4.1",
+        input_tokens=1500,
+        output_tokens=400,
+        cost_usd=0.0125,
+        latency_ms=2300.0,
+    )
+    call_started(history, "review", 1, 1, "scripted:demo")
+    history.add("ModelCallFinished")  # fields missing: still a line, never an error
+
+    lines = [describe(event) for event in history.events[3:]]
+
+    assert lines == [
+        "planning: plan call 1 try 1 on anthropic:claude-sonnet-4-5 started (attempt 1, up to "
+        "$0.05)",
+        "planning: plan call 1 try 1 on anthropic:claude-sonnet-4-5: error: 429 rate limited, "
+        "0 in / 0 out tokens, $0.00, 90 ms",
+        "planning: plan call 1 try 2 on openai:gpt-4.1: ok, 1,500 in / 400 out tokens, "
+        "$0.0125, 2.3 s",
+        "reviewing: review call 1 try 1 on scripted:demo [scripted model] started (attempt 1, "
+        "up to $0.05)",
+        "?: None call ? try ? on ?:?: ?, - in / - out tokens, $0.00, -",
+    ]
+
+
+def test_money_tokens_and_times_read_as_people_write_them() -> None:
+    assert [usd(v) for v in (0, 0.0125, 0.5, 2.5, 1234.5, 0.00001, None)] == [
+        "$0.00",
+        "$0.0125",
+        "$0.50",
+        "$2.50",
+        "$1,234.50",
+        "$0.00",
+        "-",
+    ]
+    assert [latency(v) for v in (0, 999.4, 2345.0, None, "x")] == [
+        "0 ms",
+        "999 ms",
+        "2.3 s",
+        "-",
+        "-",
+    ]
+    assert is_scripted("scripted (built-in; no AI model configured)")
+    assert is_scripted("scripted:demo")
+    assert not is_scripted("openai:gpt-4.1")
+    assert not is_scripted(None)
+
+
+def test_the_watch_shows_the_running_cost_against_the_budget() -> None:
+    history = submitted()
+    assert cost_line(fold(history)) == "cost $0.00 of $1.00"
+    call_started(history, "build", 1, 1, "openai:gpt-4.1")
+    call_finished(history, "build", 1, 1, "openai:gpt-4.1", cost_usd=0.25)
+    call_started(history, "build", 2, 1, "openai:gpt-4.1")
+
+    assert cost_line(fold(history)) == "cost $0.25 of $1.00 (1 call(s), 1 running)"
+
+    call_finished(history, "build", 2, 1, "openai:gpt-4.1", cost_usd=1.5)
+    assert cost_line(fold(history)) == "cost $1.75 of $1.00 (2 call(s))"
+    assert cost_line(JobProgress("no submission seen")) == "cost $0.00"

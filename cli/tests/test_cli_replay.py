@@ -93,8 +93,8 @@ def test_verify_reports_a_missing_and_an_extra_row(runner: CliRunner, projected:
     execute(
         projected,
         "INSERT INTO vdo_read.jobs SELECT gen_random_uuid(), title, description, status, phase, "
-        "step, attempt, max_attempts, budget_usd, submitted_by, created_at, updated_at, "
-        "started_at, finished_at, finished_reason, version, last_position "
+        "step, attempt, max_attempts, budget_usd, cost_usd, routes, submitted_by, created_at, "
+        "updated_at, started_at, finished_at, finished_reason, version, last_position "
         f"FROM vdo_read.jobs WHERE id = '{job_id}'",
     )
 

@@ -1,6 +1,8 @@
 """`vdo audit JOB`: the complete history of one job, told from the event log itself (not the
-read models): who submitted it, every step of every attempt with its worker, times, outcome and
-summary, resumes, retries with their feedback, the end, and the artifacts' blob digests."""
+read models): who submitted it and with which models, every step of every attempt with its
+worker, times, outcome and summary, resumes, retries with their feedback, every model call with
+its route, tokens and cost (retries and fallbacks named as such), the end, and the artifacts'
+blob digests."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vdo_cli.client import ClientError, redact_url
+from vdo_cli.progress import SCRIPTED_LABEL, is_scripted, latency, tokens_text, usd
 from vdo_kernel.store import JobStore, StoredJobEvent
 
 JSON = dict[str, Any]
@@ -45,6 +48,93 @@ class StepRun:
             return "could not be done"
         return self.outcome or "no result"
 
+    @property
+    def scripted(self) -> bool:
+        """Whether the built-in scripted model made this step (its details say so)."""
+        return is_scripted(self.details.get("model"))
+
+
+# The AI phase whose models a step's calls use (as routes name them).
+STEP_ROLE: dict[str, str] = {
+    "plan": "planner",
+    "build": "builder",
+    "write_tests": "tester",
+    "review": "reviewer",
+}
+
+
+@dataclass
+class CallTry:
+    """One try of one model call, as its events tell it."""
+
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    provider: str
+    model: str
+    reserved_usd: float = 0.0
+    note: str = ""
+    started: datetime | None = None
+    finished: datetime | None = None
+    outcome: str | None = None
+    error: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    # The try of the same call before this one, if any (this one is a retry or a fallback).
+    previous: CallTry | None = None
+
+    @property
+    def route(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def role(self) -> str:
+        return STEP_ROLE.get(self.step, self.step)
+
+    @property
+    def result(self) -> str:
+        if self.outcome is None:
+            return "no result recorded (running, or interrupted)"
+        if self.outcome != "ok" and self.error:
+            return f"{self.outcome}: {self.error}"
+        return self.outcome
+
+    def headline(self) -> str:
+        """Which try this was and why: "planner try 2 on openai:gpt-4.1 after
+        anthropic:claude-sonnet-4-5 failed: 429 rate limited"."""
+        route = self.route + (f" {SCRIPTED_LABEL}" if is_scripted(self.route) else "")
+        text = f"{self.role} try {self.try_number} on {route}"
+        before = self.previous
+        if before is None:
+            return text
+        reason = f": {before.error}" if before.error else ""
+        match before.outcome:
+            case None:
+                return f"{text} after {before.route} gave no result (interrupted)"
+            case "ok":
+                return f"{text} after {before.route} answered"
+            case "refused":
+                return f"{text} after {before.route} refused{reason}"
+            case "interrupted":
+                return f"{text} after {before.route} was interrupted{reason}"
+            case _:
+                return f"{text} after {before.route} failed{reason}"
+
+    def figures(self) -> str:
+        if self.outcome is None:
+            return f"held {usd(self.reserved_usd)} of the budget"
+        return (
+            f"{tokens_text(self.input_tokens)} in / {tokens_text(self.output_tokens)} out / "
+            f"{tokens_text(self.cached_tokens)} cached tokens, {usd(self.cost_usd)}, "
+            f"{latency(self.latency_ms)}"
+        )
+
 
 @dataclass
 class JobAudit:
@@ -53,10 +143,15 @@ class JobAudit:
     submitted: StoredJobEvent
     steps: list[StepRun]
     ending: str
+    calls: list[CallTry] = field(default_factory=list)
 
     @property
     def data(self) -> JSON:
         return self.submitted.data
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(call.cost_usd for call in self.calls)
 
 
 def load(database_url: str, job_id: str) -> JobAudit:
@@ -82,10 +177,13 @@ def load(database_url: str, job_id: str) -> JobAudit:
 def audit(events: list[StoredJobEvent]) -> JobAudit:
     """What a job's events say, gathered by step (pure)."""
     steps: dict[tuple[str, int], StepRun] = {}
+    calls: dict[str, CallTry] = {}
     ending = "queued"
     for event in events:
         data = event.data
-        if "step" in data and "attempt" in data:
+        if event.type in ("ModelCallStarted", "ModelCallFinished"):
+            _call_event(calls, event)
+        elif "step" in data and "attempt" in data:
             run = steps.setdefault(
                 (str(data["step"]), int(data["attempt"])),
                 StepRun(str(data["step"]), int(data["attempt"])),
@@ -119,7 +217,56 @@ def audit(events: list[StoredJobEvent]) -> JobAudit:
         submitted=events[0],
         steps=list(steps.values()),
         ending=ending,
+        calls=list(calls.values()),
     )
+
+
+def _call_event(calls: dict[str, CallTry], event: StoredJobEvent) -> None:
+    data = event.data
+    key = str(data.get("key", ""))
+    call = calls.get(key)
+    if call is None:
+        call = calls[key] = CallTry(
+            key=key,
+            step=str(data.get("step", "?")),
+            attempt=_int(data.get("attempt")),
+            call=_int(data.get("call")),
+            try_number=_int(data.get("try_number")),
+            provider=str(data.get("provider", "?")),
+            model=str(data.get("model", "?")),
+        )
+        # The try before it: the same call's latest earlier try.
+        earlier = [
+            c
+            for c in calls.values()
+            if (c.step, c.attempt, c.call) == (call.step, call.attempt, call.call)
+            and c.try_number < call.try_number
+        ]
+        call.previous = max(earlier, key=lambda c: c.try_number, default=None)
+    if event.type == "ModelCallStarted":
+        call.started = event.timestamp
+        call.reserved_usd = _float(data.get("reserved_usd"))
+        call.note = str(data.get("note", ""))
+    else:
+        call.finished = event.timestamp
+        call.outcome = str(data.get("outcome", "?"))
+        call.error = str(data.get("error", ""))
+        call.input_tokens = _int(data.get("input_tokens"))
+        call.output_tokens = _int(data.get("output_tokens"))
+        call.cached_tokens = _int(data.get("cached_tokens"))
+        call.cache_write_tokens = _int(data.get("cache_write_tokens"))
+        call.cost_usd = _float(data.get("cost_usd"))
+        call.latency_ms = _float(data.get("latency_ms"))
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    return float(value)
 
 
 def describe(event: StoredJobEvent) -> str:
@@ -130,7 +277,27 @@ def describe(event: StoredJobEvent) -> str:
         case "JobSubmitted":
             return (
                 f"submitted by {data.get('submitted_by')}: {data.get('title')!r} "
-                f"(at most {data.get('max_attempts')} attempts, budget ${data.get('budget_usd')})"
+                f"(at most {data.get('max_attempts')} attempts, budget ${data.get('budget_usd')}, "
+                f"models: {routes_text(data.get('routes'))})"
+            )
+        case "ModelCallStarted":
+            note = f": {data.get('note')}" if data.get("note") else ""
+            return (
+                f"{step} call {data.get('call')} try {data.get('try_number')} on "
+                f"{data.get('provider')}:{data.get('model')} started, holding "
+                f"{usd(_float(data.get('reserved_usd')))} of the budget{note}"
+            )
+        case "ModelCallFinished":
+            outcome = str(data.get("outcome"))
+            error = f": {data.get('error')}" if data.get("error") and outcome != "ok" else ""
+            return (
+                f"{step} call {data.get('call')} try {data.get('try_number')} on "
+                f"{data.get('provider')}:{data.get('model')} {outcome}{error}; "
+                f"{tokens_text(data.get('input_tokens'))} in / "
+                f"{tokens_text(data.get('output_tokens'))} out / "
+                f"{tokens_text(data.get('cached_tokens'))} cached tokens, "
+                f"{usd(_float(data.get('cost_usd')))}, {latency(data.get('latency_ms'))}"
+                + (f", reply sha256:{data.get('reply')}" if data.get("reply") else "")
             )
         case "StepStarted":
             return f"{step} started by {data.get('worker')} [{data.get('phase')}]"
@@ -152,6 +319,29 @@ def describe(event: StoredJobEvent) -> str:
         case "JobCancelled":
             return f"job cancelled by {data.get('by')}: {data.get('reason')}"
     return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def routes_text(routes: object) -> str:
+    """The routes chosen at submission (a version 1 submission has none)."""
+    if not isinstance(routes, dict) or not routes:
+        return "the deployment's defaults"
+    return "; ".join(
+        f"{phase} {' then '.join(str(r) for r in chain)}"
+        for phase, chain in routes.items()
+        if isinstance(chain, list)
+    )
+
+
+def spending(job: JobAudit) -> str:
+    """What the job's model calls cost, against its budget."""
+    failed = sum(1 for c in job.calls if c.outcome is not None and c.outcome != "ok")
+    running = sum(1 for c in job.calls if c.outcome is None)
+    notes = [f"{len(job.calls)} model call(s)"]
+    if failed:
+        notes.append(f"{failed} failed")
+    if running:
+        notes.append(f"{running} without a result")
+    return f"{usd(job.cost_usd)} of ${job.data.get('budget_usd')} ({', '.join(notes)})"
 
 
 def when(moment: datetime | None) -> str:
@@ -176,6 +366,8 @@ def facts(job: JobAudit) -> list[tuple[str, str]]:
         ("submitted", f"by {job.data.get('submitted_by')} at {when(first.timestamp)}"),
         ("correlation", first.correlation_id),
         ("limits", f"{job.data.get('max_attempts')} attempts, ${job.data.get('budget_usd')}"),
+        ("models", routes_text(job.data.get("routes"))),
+        ("cost", spending(job)),
         ("status", job.ending),
         ("took", f"{took(first.timestamp, last.timestamp)} (submission to last event)"),
         ("events", f"{len(job.events)}, positions {first.position} to {last.position}"),
@@ -217,6 +409,8 @@ def rich_layout(job: JobAudit) -> RenderableType:
     steps.add_column("summary", overflow="fold", min_width=24, ratio=1)
     for run in job.steps:
         result = run.result + (f" (resumed {run.resumed}x)" if run.resumed else "")
+        if run.scripted:
+            result += f" {SCRIPTED_LABEL}"
         steps.add_row(
             str(run.attempt),
             escape(run.phase),
@@ -245,7 +439,29 @@ def rich_layout(job: JobAudit) -> RenderableType:
             escape(describe(event)),
         )
 
-    parts: list[RenderableType] = [head, steps, history]
+    parts: list[RenderableType] = [head, steps]
+    if job.calls:
+        calls = Table(
+            title="model calls", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+        )
+        for column in ("step", "attempt", "call", "started", "finished"):
+            calls.add_column(column, no_wrap=True)
+        calls.add_column("try", overflow="fold", ratio=1)
+        calls.add_column("result", overflow="fold", ratio=1)
+        calls.add_column("tokens, cost, time", overflow="fold")
+        for call in job.calls:
+            calls.add_row(
+                escape(call.step),
+                str(call.attempt),
+                str(call.call),
+                when(call.started),
+                when(call.finished),
+                escape(call.headline()),
+                Text(call.result, style="" if call.outcome == "ok" else "red"),
+                escape(call.figures()),
+            )
+        parts.append(calls)
+    parts.append(history)
     found = artifacts(job)
     if found:
         blobs = Table(title="artifacts", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -263,6 +479,8 @@ def plain_lines(job: JobAudit) -> list[str]:
     lines += ["", "steps:"]
     for run in job.steps:
         resumed = f", resumed {run.resumed}x" if run.resumed else ""
+        if run.scripted:
+            resumed += f" {SCRIPTED_LABEL}"
         lines.append(
             f"  attempt {run.attempt}  {run.phase}/{run.step}  {run.result}{resumed}  "
             f"by {', '.join(run.workers) or '-'}  "
@@ -273,6 +491,18 @@ def plain_lines(job: JobAudit) -> list[str]:
             lines.append("    " + _continued(said, "    "))
         if run.details:
             lines.append(f"    details: {json.dumps(run.details, ensure_ascii=False)}")
+    if job.calls:
+        lines += ["", f"model calls: {spending(job)}"]
+        for call in job.calls:
+            lines.append(
+                _continued(
+                    f"  {call.step} (attempt {call.attempt}) call {call.call}: "
+                    f"{call.headline()} -> {call.result}; {call.figures()}",
+                    "    ",
+                )
+            )
+            if call.note:
+                lines.append("    " + _continued(f"note: {call.note}", "    "))
     lines += ["", "history:"]
     start = job.events[0].timestamp
     for event in job.events:

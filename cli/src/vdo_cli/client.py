@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.settings import Settings
 
 JSON = dict[str, Any]
@@ -20,6 +21,9 @@ JSON = dict[str, Any]
 STACK_FILE = "stack.json"
 START_HINT = "is the stack running? start it with `vdo up`"
 EVENTS_PATH = "/api/jobs/{}/events"
+CALLS_PATH = "/api/jobs/{}/calls"
+# Model calls asked for per request (the gateway's largest page).
+CALLS_PAGE = 500
 
 
 class ClientError(Exception):
@@ -62,6 +66,35 @@ class SubmitJob:
     # None leaves the choice to the gateway (its configured defaults).
     max_attempts: int | None = None
     budget_usd: float | None = None
+    # Model routes by AI phase (planner, builder, tester, reviewer): the first, then fallbacks.
+    routes: dict[str, list[str]] | None = None
+
+
+def parse_routes(values: list[str]) -> dict[str, list[str]]:
+    """``--model PHASE=provider:model[,fallback...]`` values as routes by phase; a ValueError
+    says what is wrong. Providers are checked by the gateway, which knows them."""
+    routes: dict[str, list[str]] = {}
+    for value in values:
+        phase, sep, chain = value.partition("=")
+        phase = phase.strip().lower()
+        if not sep or not phase:
+            raise ValueError(
+                f"{value!r} is not PHASE=provider:model[,fallback...] "
+                "(e.g. planner=anthropic:claude-sonnet-4-5,openai:gpt-4.1)"
+            )
+        if phase not in AI_PHASES:
+            raise ValueError(f"{phase!r} is not a phase with a model: {', '.join(AI_PHASES)}")
+        if phase in routes:
+            raise ValueError(
+                f"{phase} is given twice; list its fallbacks after the first, comma-separated"
+            )
+        listed = [route.strip() for route in chain.split(",")]
+        for route in listed:
+            provider, colon, model = route.partition(":")
+            if not colon or not provider.strip() or not model.strip():
+                raise ValueError(f"{phase}: {route!r} is not provider:model (e.g. openai:gpt-4.1)")
+        routes[phase] = listed
+    return routes
 
 
 @dataclass(frozen=True)
@@ -199,6 +232,8 @@ class Gateway:
             body["max_attempts"] = command.max_attempts
         if command.budget_usd is not None:
             body["budget_usd"] = command.budget_usd
+        if command.routes:
+            body["routes"] = command.routes
         return _object(self._request("POST", "/api/jobs", json=body))
 
     def jobs(self, query: JobQuery) -> JobPage:
@@ -212,6 +247,18 @@ class Gateway:
 
     def job(self, job_id: str) -> JSON:
         return _object(self._request("GET", f"/api/jobs/{_segment(job_id)}"))
+
+    def calls(self, job_id: str) -> list[JSON]:
+        """Every model call of a job (one item per try), a page at a time."""
+        path = CALLS_PATH.format(_segment(job_id))
+        calls: list[JSON] = []
+        while True:
+            answer = self._request("GET", path, params={"limit": CALLS_PAGE, "offset": len(calls)})
+            page = _items(answer)
+            calls.extend(page)
+            total = answer.get("total") if isinstance(answer, dict) else None
+            if not page or not isinstance(total, int) or len(calls) >= total:
+                return calls
 
     def events(self, query: EventQuery) -> list[JSON]:
         params = {"after": query.after} if query.after is not None else None

@@ -1,19 +1,19 @@
 """`vdo doctor`: which model providers are configured and reachable, which model each phase
-uses, and which sandbox backend would run generated code. It never prints a key."""
+would use, and which sandbox backend would run generated code. It never prints a key: only the
+name of the variable a key was found in."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from vdo_kernel.settings import Settings
-from vdo_models.interface import ProviderError
-from vdo_models.providers import BASE_URL_VARIABLES, KEY_VARIABLES, make_client
-from vdo_models.session import Models, phase_routes
-from vdo_models.interface import RouteError
 from vdo_kernel.steps import StepFailure
+from vdo_models.interface import ProviderError
+from vdo_models.providers import BASE_URL_VARIABLES, KEY_VARIABLES, display_url, make_client
+from vdo_models.session import phase_routes, provider_environment
 
 PHASES = ("planner", "builder", "tester", "reviewer")
 
@@ -22,54 +22,64 @@ PHASES = ("planner", "builder", "tester", "reviewer")
 class ProviderStatus:
     provider: str
     configured: bool
-    key_variable: str  # the variable the key was found in, or the ones to set
-    base_url: str
-    reachable: bool | None
+    key_variable: str  # where the key was found, or the variables that would hold it
+    base_url: str  # without any credentials in it; empty for the provider's default
+    reachable: bool | None  # None when not configured (not tried)
     detail: str
 
 
-def redact(url: str) -> str:
-    """A URL without any user or password in it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-async def check_providers(env: Mapping[str, str], timeout: float = 10.0) -> list[ProviderStatus]:
-    statuses: list[ProviderStatus] = []
-    for provider, variables in KEY_VARIABLES.items():
-        found = next((v for v in variables if env.get(v)), "")
+async def check_providers(env: Mapping[str, str], wait: float = 10.0) -> list[ProviderStatus]:
+    async def one(provider: str, variables: tuple[str, ...]) -> ProviderStatus:
+        found = next((v for v in variables if env.get(v, "").strip()), "")
         base = next((env[v] for v in BASE_URL_VARIABLES.get(provider, ()) if env.get(v)), "")
+        shown = display_url(base) if base else ""
         if not found:
-            statuses.append(
-                ProviderStatus(provider, False, " or ".join(variables), redact(base), None, "")
-            )
-            continue
-        client = make_client(provider, env)
+            return ProviderStatus(provider, False, " or ".join(variables), shown, None, "")
+        client = make_client(provider, env, timeout=wait)
         try:
-            detail = await asyncio.wait_for(client.check(), timeout)
+            detail = await asyncio.wait_for(client.check(), wait)
             reachable = True
-        except (ProviderError, TimeoutError) as error:
-            detail = str(error) or "timed out"
-            reachable = False
+        except ProviderError as error:
+            detail, reachable = str(error), False
+        except TimeoutError:
+            detail, reachable = f"no answer within {wait:g}s", False
         finally:
             await client.close()
-        statuses.append(ProviderStatus(provider, True, found, redact(base), reachable, detail))
-    return statuses
+        return ProviderStatus(provider, True, found, shown, reachable, detail)
+
+    return list(await asyncio.gather(*(one(p, v) for p, v in KEY_VARIABLES.items())))
 
 
-def phase_table(settings: Settings, configured: set[str]) -> dict[str, str]:
+def phase_routes_table(settings: Settings, configured: set[str]) -> dict[str, str]:
     rows: dict[str, str] = {}
     for phase in PHASES:
         try:
-            routes = phase_routes(phase, {}, settings, configured)
-            rows[phase] = " → ".join(str(r) for r in routes)
-        except (StepFailure, RouteError) as error:
+            rows[phase] = " → ".join(str(r) for r in phase_routes(phase, {}, settings, configured))
+        except StepFailure as error:
             rows[phase] = f"unusable: {error}"
     return rows
 
 
-def models_for(settings: Settings) -> Models:
-    return Models(settings)
+def sandbox_status(settings: Settings) -> tuple[bool, str]:
+    from vdo_sandbox.backend import SandboxUnavailableError
+    from vdo_sandbox.choose import choose_backend
+
+    try:
+        backend = choose_backend(settings)
+    except SandboxUnavailableError as error:
+        return False, str(error)
+    return True, f"{backend.name}: {backend.describe()}"
+
+
+def report(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = provider_environment(environ)
+    providers = asyncio.run(check_providers(env))
+    configured = {p.provider for p in providers if p.configured}
+    sandbox_ok, sandbox = sandbox_status(settings)
+    return {
+        "providers": [asdict(p) for p in providers],
+        "scripted_model": not configured,
+        "phases": phase_routes_table(settings, configured),
+        "sandbox": {"ok": sandbox_ok, "detail": sandbox},
+        "ok": sandbox_ok and all(p.reachable is not False for p in providers),
+    }

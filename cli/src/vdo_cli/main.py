@@ -26,12 +26,14 @@ from vdo_cli.client import (
     SubmitJob,
     database_url,
     gateway_address,
+    parse_routes,
     redact_url,
 )
 from vdo_cli.portability import register as register_portability
 from vdo_cli.replay import run_replay
+from vdo_cli.sandbox_cmd import sandbox_app
 from vdo_cli.views import history_table, job_detail, jobs_table, make_console, phases_table
-from vdo_cli.watch import watch_job
+from vdo_cli.watch import cost_line, watch_job
 from vdo_kernel import logs
 from vdo_kernel.domain import Status
 from vdo_kernel.settings import Settings
@@ -54,6 +56,7 @@ projections_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(projections_app, name="projections")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 @app.callback()
@@ -99,15 +102,33 @@ def submit(
         float | None,
         typer.Option(help="Spending cap for model calls, in USD (default: the gateway's)."),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="PHASE=PROVIDER:MODEL[,FALLBACK...]",
+            help="The model of an AI phase (planner, builder, tester, reviewer), then its "
+            "fallbacks, e.g. planner=anthropic:claude-sonnet-4-5,openai:gpt-4.1; providers: "
+            "anthropic, openai, google (or gemini), scripted. Repeat for each phase; a phase "
+            "left out uses the deployment's models.",
+        ),
+    ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Follow the job live until it ends.")
     ] = False,
     api: Api = None,
 ) -> None:
     """Submit a job and print its id. With --watch, follow it and exit 0 only if it completes."""
+    try:
+        routes = parse_routes(model or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--model'") from None
     if description == "-":
         description = sys.stdin.read()
-    command = SubmitJob(title, description, max_attempts=max_attempts, budget_usd=budget)
+    command = SubmitJob(
+        title, description, max_attempts=max_attempts, budget_usd=budget, routes=routes or None
+    )
     with _reporting_errors(), _gateway(api) as gateway:
         job = gateway.submit(command)
         job_id = str(job.get("id", ""))
@@ -151,12 +172,17 @@ def show(
     job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
     api: Api = None,
 ) -> None:
-    """A job's detail (status, phase, attempts, times, steps) and its history."""
+    """A job's detail (status, phase, attempts, cost, times, steps, model calls) and its
+    history."""
     with _reporting_errors(), _gateway(api) as gateway:
         job = gateway.job(job_id)
+        summary = job.get("model_calls")
+        # A gateway that predates model calls says nothing of them: there is nothing to list.
+        has_calls = isinstance(summary, dict) and bool(summary.get("count"))
+        calls = gateway.calls(job_id) if has_calls else []
         events = gateway.events(EventQuery(job_id))
         console = make_console()
-        console.print(job_detail(job))
+        console.print(job_detail(job, calls))
         console.print(history_table(events))
 
 
@@ -222,11 +248,13 @@ def _follow(gateway: Gateway, job_id: str) -> None:
         # The live view already shows the phases; a log gets them once, at the end.
         console.print(phases_table(progress))
     ending = f"job {job_id} {progress.status.value}"
+    spent = cost_line(progress)
     if progress.status is Status.COMPLETED:
-        console.print(f"{ending} after {progress.attempt} attempt(s)", markup=False)
+        console.print(f"{ending} after {progress.attempt} attempt(s); {spent}", markup=False)
         return
     reason = f": {progress.finished_reason}" if progress.finished_reason else ""
     console.print(f"{ending}{reason}", markup=False, style="red")
+    console.print(spent, markup=False)
     raise typer.Exit(EXIT_FAILED)
 
 

@@ -46,6 +46,12 @@ class JobProgress:
     status: Status = Status.QUEUED
     attempt: int = 1
     max_attempts: int | None = None
+    budget_usd: float | None = None
+    # What the finished model calls have cost so far, and how many there were (every try).
+    cost_usd: float = 0.0
+    calls: int = 0
+    # Model calls started and not finished, by key.
+    open_calls: set[str] = field(default_factory=set)
     finished_reason: str | None = None
     last_position: int = 0
     phases: dict[Phase, PhaseProgress] = field(
@@ -74,6 +80,7 @@ class JobProgress:
     def _submitted(self, data: JSON) -> None:
         self.title = str(data.get("title", ""))
         self.max_attempts = _int(data.get("max_attempts"))
+        self.budget_usd = _float(data.get("budget_usd"))
 
     def _attempt_started(self, data: JSON) -> None:
         self.attempt = _int(data.get("attempt")) or self.attempt + 1
@@ -123,6 +130,22 @@ class JobProgress:
         progress.state = PhaseState.FAILED
         progress.note = _clip(f"{step} failed: {data.get('reason', '')}")
 
+    def _call_started(self, data: JSON) -> None:
+        self.open_calls.add(str(data.get("key", "")))
+        step = _step(data)
+        progress = self._phase_of(data, step)
+        if progress is not None:
+            progress.note = _clip(f"{step} {_call_name(data)}: waiting for {route_of(data)}")
+
+    def _call_finished(self, data: JSON) -> None:
+        self.open_calls.discard(str(data.get("key", "")))
+        self.calls += 1
+        self.cost_usd += _float(data.get("cost_usd")) or 0.0
+        step = _step(data)
+        progress = self._phase_of(data, step)
+        if progress is not None:
+            progress.note = _clip(f"{step} {_call_name(data)}: {call_result(data)}")
+
     def _completed(self, data: JSON) -> None:
         self.status = Status.COMPLETED
         self.attempt = _int(data.get("attempts")) or self.attempt
@@ -158,6 +181,8 @@ _HANDLERS = {
     "StepResumed": JobProgress._step_resumed,
     "StepFinished": JobProgress._step_finished,
     "StepFailed": JobProgress._step_failed,
+    "ModelCallStarted": JobProgress._call_started,
+    "ModelCallFinished": JobProgress._call_finished,
     "JobCompleted": JobProgress._completed,
     "JobFailed": JobProgress._failed,
     "JobCancelled": JobProgress._cancelled,
@@ -194,6 +219,17 @@ def describe(event: JSON) -> str:
             return _clip(f"{phase}: {step} {data.get('outcome', '')} (attempt {attempt}){tail}")
         case "StepFailed":
             return _clip(f"{phase}: {step} failed (attempt {attempt}): {data.get('reason', '')}")
+        case "ModelCallStarted":
+            note = str(data.get("note", "")).strip()
+            return _clip(
+                f"{phase}: {step} {_call_name(data)} on {route_of(data)} started "
+                f"(attempt {attempt}, up to {usd(_float(data.get('reserved_usd')) or 0.0)})"
+                + (f": {note}" if note else "")
+            )
+        case "ModelCallFinished":
+            return _clip(
+                f"{phase}: {step} {_call_name(data)} on {route_of(data)}: {call_result(data)}"
+            )
         case "JobCompleted":
             return f"job completed after {data.get('attempts', '?')} attempt(s)"
         case "JobFailed":
@@ -202,6 +238,68 @@ def describe(event: JSON) -> str:
             return _clip(f"job cancelled by {data.get('by', '?')}: {data.get('reason', '')}")
         case _:
             return kind
+
+
+def route_of(data: JSON) -> str:
+    """A model call's provider:model, labelled when it is the built-in scripted model."""
+    route = f"{data.get('provider', '?')}:{data.get('model', '?')}"
+    return f"{route} {SCRIPTED_LABEL}" if is_scripted(route) else route
+
+
+def call_result(data: JSON) -> str:
+    """What a finished model call came to, in a few words: its outcome (and error), tokens,
+    cost and time."""
+    outcome = str(data.get("outcome", "?"))
+    error = str(data.get("error", "")).strip()
+    said = f"{outcome}: {error}" if error and outcome != "ok" else outcome
+    tokens = (
+        f"{tokens_text(data.get('input_tokens'))} in / "
+        f"{tokens_text(data.get('output_tokens'))} out tokens"
+    )
+    return (
+        f"{said}, {tokens}, {usd(_float(data.get('cost_usd')) or 0.0)}, "
+        f"{latency(data.get('latency_ms'))}"
+    )
+
+
+# How a step, a call or a route made by the built-in scripted model (no AI model configured)
+# is labelled wherever it is shown.
+SCRIPTED_LABEL = "[scripted model]"
+
+
+def is_scripted(model: object) -> bool:
+    """Whether a model's name (provider:model, or a step's ``details.model``) is the built-in
+    scripted model's."""
+    return isinstance(model, str) and model.strip().lower().startswith("scripted")
+
+
+def usd(value: float | None) -> str:
+    """Money as people read it: cents from a dollar up; below, down to a hundredth of a cent
+    (model calls often cost less than a cent)."""
+    if value is None:
+        return "-"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    whole, _, decimals = f"{value:.4f}".partition(".")
+    decimals = decimals.rstrip("0").ljust(2, "0")
+    return f"${whole}.{decimals}"
+
+
+def tokens_text(value: object) -> str:
+    number = _int(value)
+    return f"{number:,}" if number is not None else "-"
+
+
+def latency(value: object) -> str:
+    """Milliseconds as milliseconds under a second, seconds above."""
+    milliseconds = _float(value)
+    if milliseconds is None:
+        return "-"
+    return f"{milliseconds:.0f} ms" if milliseconds < 1000 else f"{milliseconds / 1000:.1f} s"
+
+
+def _call_name(data: JSON) -> str:
+    return f"call {data.get('call', '?')} try {data.get('try_number', '?')}"
 
 
 def outcome_is_good(outcome: str) -> bool:
@@ -225,6 +323,12 @@ def _step(data: JSON) -> Step | None:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _clip(text: str) -> str:

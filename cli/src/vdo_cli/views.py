@@ -12,7 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from vdo_cli.progress import JobProgress, PhaseState, describe, outcome_is_good
+from vdo_cli.progress import (
+    SCRIPTED_LABEL,
+    JobProgress,
+    PhaseState,
+    describe,
+    is_scripted,
+    latency,
+    outcome_is_good,
+    tokens_text,
+    usd,
+)
 from vdo_kernel.domain import Phase, Status
 
 JSON = dict[str, Any]
@@ -62,6 +72,7 @@ def jobs_table(items: list[JSON], total: int, now: datetime | None = None) -> Ta
     table.add_column("status", no_wrap=True)
     table.add_column("phase", no_wrap=True)
     table.add_column("attempt", no_wrap=True, justify="right")
+    table.add_column("cost", no_wrap=True, justify="right")
     table.add_column("age", no_wrap=True, justify="right")
     for job in items:
         table.add_row(
@@ -70,13 +81,15 @@ def jobs_table(items: list[JSON], total: int, now: datetime | None = None) -> Ta
             status_text(job.get("status")),
             escape(str(job.get("phase") or "-")),
             _attempts(job),
+            usd(_number(job.get("cost_usd"))),
             age(job.get("created_at"), now),
         )
     table.caption = f"{len(items)} of {total} job(s)"
     return table
 
 
-def job_detail(job: JSON) -> RenderableType:
+def job_detail(job: JSON, calls: list[JSON] | None = None) -> RenderableType:
+    """A job's facts, its steps and (when given) its model calls."""
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
@@ -91,9 +104,12 @@ def job_detail(job: JSON) -> RenderableType:
         phase = f"{phase} ({job['step']})"
     facts.add_row("phase", escape(phase))
     facts.add_row("attempt", _attempts(job))
-    for key in ("budget_usd", "cost_usd"):
-        if job.get(key) is not None:
-            facts.add_row(key.replace("_usd", ""), f"${job[key]}")
+    cost = _cost(job)
+    if cost:
+        facts.add_row("cost", escape(cost))
+    routes = job.get("routes")
+    if isinstance(routes, dict):
+        facts.add_row("models", escape(routes_text(routes)))
     for key in ("created_at", "updated_at", "finished_at"):
         if job.get(key):
             facts.add_row(key.removesuffix("_at"), _when(job[key]))
@@ -103,7 +119,102 @@ def job_detail(job: JSON) -> RenderableType:
     parts: list[RenderableType] = [facts]
     if isinstance(steps, list) and steps:
         parts.append(steps_table([s for s in steps if isinstance(s, dict)]))
+    if calls:
+        parts.append(calls_table(calls))
     return Group(*parts)
+
+
+def routes_text(routes: JSON) -> str:
+    """The routes chosen at submission, one phase after the other."""
+    chosen = [
+        f"{phase}: {', then '.join(str(r) for r in chain)}"
+        for phase, chain in routes.items()
+        if isinstance(chain, list) and chain
+    ]
+    return "; ".join(chosen) if chosen else "the deployment's defaults"
+
+
+def _cost(job: JSON) -> str:
+    """What the job has cost, against its budget, with its model calls in figures."""
+    cost, budget = _number(job.get("cost_usd")), _number(job.get("budget_usd"))
+    if cost is None and budget is None:
+        return ""
+    text = usd(cost or 0.0) if cost is not None else "-"
+    if budget is not None:
+        text += f" of {usd(budget)} budget"
+    calls = job.get("model_calls")
+    if isinstance(calls, dict) and isinstance(calls.get("count"), int):
+        count = calls["count"]
+        notes = [f"{count} model call(s)"]
+        for key in ("failed", "open"):
+            if calls.get(key):
+                notes.append(f"{calls[key]} {key}")
+        text += f" ({', '.join(notes)})"
+    return text
+
+
+def step_model(step: JSON) -> str:
+    """The model that made a step, from its details; the built-in scripted model is labelled
+    as such."""
+    details = step.get("details")
+    model = details.get("model") if isinstance(details, dict) else None
+    if not model:
+        return ""
+    return SCRIPTED_LABEL if is_scripted(model) else str(model)
+
+
+def counts_of_tests(step: JSON) -> str:
+    """A run of the tests in figures, when its details give them."""
+    details = step.get("details")
+    if not isinstance(details, dict) or not isinstance(details.get("total"), int):
+        return ""
+    counts = ", ".join(
+        f"{details[key]} {key}"
+        for key in ("passed", "failed", "errors")
+        if isinstance(details.get(key), int)
+    )
+    return f"{counts} of {details['total']}" if counts else f"{details['total']} test(s)"
+
+
+def calls_table(calls: list[JSON]) -> Table:
+    """A job's model calls, one row per try (a retry or a fallback is another try)."""
+    table = Table(title="model calls", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("phase/step", no_wrap=True)
+    table.add_column("attempt", justify="right", no_wrap=True)
+    table.add_column("call", justify="right", no_wrap=True)
+    table.add_column("try", justify="right", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("in", justify="right", no_wrap=True)
+    table.add_column("out", justify="right", no_wrap=True)
+    table.add_column("cached", justify="right", no_wrap=True)
+    table.add_column("cost", justify="right", no_wrap=True)
+    table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("error / note", overflow="fold", min_width=20, ratio=1)
+    for call in calls:
+        route = str(call.get("route") or f"{call.get('provider')}:{call.get('model')}")
+        if is_scripted(route):
+            route = f"{route} {SCRIPTED_LABEL}"
+        outcome = call.get("outcome")
+        if outcome is None:
+            shown = Text("running" if call.get("started_at") else "-", style="yellow")
+        else:
+            shown = Text(str(outcome), style="green" if outcome == "ok" else "red")
+        table.add_row(
+            escape(f"{call.get('phase') or '?'}/{call.get('step', '?')}"),
+            str(call.get("attempt", "")),
+            str(call.get("call", "")),
+            str(call.get("try_number", "")),
+            escape(route),
+            shown,
+            tokens_text(call.get("input_tokens")),
+            tokens_text(call.get("output_tokens")),
+            tokens_text(call.get("cached_tokens")),
+            usd(_number(call.get("cost_usd"))),
+            latency(call.get("latency_ms")),
+            escape(str(call.get("error") or call.get("note") or "")),
+        )
+    return table
 
 
 def steps_table(steps: list[JSON]) -> Table:
@@ -113,16 +224,22 @@ def steps_table(steps: list[JSON]) -> Table:
     table.add_column("step", no_wrap=True)
     table.add_column("outcome", no_wrap=True)
     table.add_column("took", justify="right", no_wrap=True)
+    table.add_column("model", no_wrap=True)
     # What the step said is what a reader came for: it gets the room the others leave.
     table.add_column("summary", overflow="fold", min_width=30, ratio=1)
     for step in steps:
+        said = str(step.get("summary") or step.get("failed_reason") or "")
+        counts = counts_of_tests(step)
+        if counts:
+            said = f"[{counts}] {said}".strip()
         table.add_row(
             str(step.get("attempt", "")),
             escape(str(step.get("phase") or "")),
             escape(str(step.get("step", "?"))),
             _outcome(step),
             _took(step.get("started_at"), step.get("finished_at")),
-            escape(str(step.get("summary") or step.get("failed_reason") or "")),
+            escape(step_model(step)),
+            escape(said),
         )
     return table
 
@@ -177,6 +294,12 @@ def age(created_at: object, now: datetime) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _attempts(job: JSON) -> str:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vdo_cli.client import EVENTS_PATH, EventQuery, Gateway, GatewayUnreachable
-from vdo_cli.progress import JobProgress, position
+from vdo_cli.progress import JobProgress, position, usd
 from vdo_cli.views import event_line, phases_table, status_text
 
 JSON = dict[str, Any]
@@ -87,6 +87,17 @@ def _fetch(
         if down_since is not None:
             display.notice(None)
         return events
+
+
+def cost_line(progress: JobProgress) -> str:
+    """The running cost: what the finished model calls cost, against the budget."""
+    text = f"cost {usd(progress.cost_usd)}"
+    if progress.budget_usd is not None:
+        text += f" of {usd(progress.budget_usd)}"
+    if progress.calls or progress.open_calls:
+        text += f" ({progress.calls} call(s)"
+        text += f", {len(progress.open_calls)} running)" if progress.open_calls else ")"
+    return text
 
 
 class LineDisplay:
@@ -163,6 +174,7 @@ class LiveDisplay:
             status_text(progress.status),
             f"  attempt {progress.attempt}",
             f"/{progress.max_attempts}" if progress.max_attempts else "",
+            f"  {cost_line(progress)}",
             f"  {time.monotonic() - self._started:.0f}s",
         )
         parts: list[RenderableType] = [header]

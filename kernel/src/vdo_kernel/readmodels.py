@@ -9,8 +9,8 @@ checksums below are how that is shown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any, Final
 from uuid import UUID
 
@@ -23,8 +23,14 @@ from vdo_kernel.domain import Status
 SCHEMA: Final = "vdo_read"
 # The projector's row in the tracking table; a second replica locks the same row.
 PROJECTOR: Final = "projector"
-# The read-model tables (the tracking table is bookkeeping, not a read model).
-TABLES: Final = ("jobs", "steps", "timeline")
+# The read-model tables (the tracking and schema_version tables are bookkeeping, not read
+# models).
+TABLES: Final = ("jobs", "steps", "model_calls", "timeline")
+# The shape of the tables below. Read models are disposable, so a change of shape is not
+# migrated in place: read models of another version are dropped and replayed from the log
+# (the projector does it when it starts: `vdo_projector.projection.prepare`). Version 1 had no
+# schema_version table; version 2 added model_calls and the jobs' cost_usd and routes.
+SCHEMA_VERSION: Final = 2
 
 _DDL: Final = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -33,6 +39,12 @@ CREATE TABLE IF NOT EXISTS {schema}.tracking (
     name text PRIMARY KEY,
     position bigint NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS {schema}.schema_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version integer NOT NULL
+);
+INSERT INTO {schema}.schema_version (version) VALUES ({version}) ON CONFLICT DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS {schema}.jobs (
     id uuid PRIMARY KEY,
@@ -44,6 +56,8 @@ CREATE TABLE IF NOT EXISTS {schema}.jobs (
     attempt integer NOT NULL,
     max_attempts integer NOT NULL,
     budget_usd double precision NOT NULL,
+    cost_usd double precision NOT NULL DEFAULT 0,
+    routes jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     submitted_by text NOT NULL,
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
@@ -74,6 +88,34 @@ CREATE TABLE IF NOT EXISTS {schema}.steps (
     PRIMARY KEY (job_id, step, attempt)
 );
 
+-- One row per try of a model call (a retry or a fallback is another try of the same call).
+CREATE TABLE IF NOT EXISTS {schema}.model_calls (
+    job_id uuid NOT NULL,
+    key text PRIMARY KEY,
+    step text NOT NULL,
+    attempt integer NOT NULL,
+    call integer NOT NULL,
+    try_number integer NOT NULL,
+    provider text NOT NULL,
+    model text NOT NULL,
+    reserved_usd double precision NOT NULL DEFAULT 0,
+    note text NOT NULL DEFAULT '',
+    started_at timestamptz,
+    finished_at timestamptz,
+    outcome text,
+    error text,
+    input_tokens bigint,
+    output_tokens bigint,
+    cached_tokens bigint,
+    cache_write_tokens bigint,
+    cost_usd double precision,
+    latency_ms double precision,
+    reply text,
+    first_position bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_calls_job ON {schema}.model_calls (job_id, first_position);
+CREATE INDEX IF NOT EXISTS model_calls_finished_at ON {schema}.model_calls (finished_at);
+
 CREATE TABLE IF NOT EXISTS {schema}.timeline (
     position bigint PRIMARY KEY,
     job_id uuid NOT NULL,
@@ -93,6 +135,7 @@ ON CONFLICT (name) DO NOTHING;
 PRIMARY_KEYS: Final = {
     "jobs": ("id",),
     "steps": ("job_id", "step", "attempt"),
+    "model_calls": ("key",),
     "timeline": ("position",),
 }
 
@@ -100,18 +143,65 @@ PRIMARY_KEYS: Final = {
 # ---- schema ----------------------------------------------------------------------------------
 
 
+class OutdatedReadModelsError(RuntimeError):
+    """The schema holds read models of another version than this code's: they are rebuilt
+    from the log (a newer version's are left to the newer code), never altered in place."""
+
+    def __init__(self, schema: str, version: int) -> None:
+        remedy = (
+            "the projector rebuilds them from the log when it starts (or run "
+            "`vdo projections rebuild`)"
+            if version < SCHEMA_VERSION
+            else "a newer version made them"
+        )
+        super().__init__(
+            f"the read models in schema {schema} are of version {version}, this code's are of "
+            f"version {SCHEMA_VERSION}: {remedy}"
+        )
+        self.schema = schema
+        self.version = version
+
+
 def ddl(schema: str = SCHEMA) -> sql.Composed:
     """The statements that create the read models in a schema (another one than ``vdo_read``
     holds a copy built aside, to be compared with the live one)."""
-    return sql.SQL(_DDL).format(schema=sql.Identifier(schema), projector=sql.Literal(PROJECTOR))
+    return sql.SQL(_DDL).format(
+        schema=sql.Identifier(schema),
+        projector=sql.Literal(PROJECTOR),
+        version=sql.Literal(SCHEMA_VERSION),
+    )
 
 
 def create_schema(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
-    """Create the read models if they are missing (idempotent; safe from every replica)."""
+    """Create the read models if they are missing (idempotent; safe from every replica).
+
+    Raises `OutdatedReadModelsError`, changing nothing, when the schema holds read models of
+    another version: those are replaced by a replay of the log, not altered (the projector
+    does it when it starts), so that they stay exactly what a replay gives.
+    """
     with conn.transaction():
         # Two processes creating the schema at once would race on the catalog; serialise them.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
+        version = schema_version(conn, schema)
+        if version is not None and version != SCHEMA_VERSION:
+            raise OutdatedReadModelsError(schema, version)
         conn.execute(ddl(schema))
+
+
+def schema_version(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> int | None:
+    """The version of the read models in a schema: None when there are none, 1 for read models
+    made before versions were recorded."""
+    if not exists(conn, schema):
+        return None
+    row = conn.execute(
+        "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL", (schema,)
+    ).fetchone()
+    if not (row and row[0]):
+        return 1
+    row = conn.execute(
+        sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema))
+    ).fetchone()
+    return int(row[0]) if row else 1
 
 
 def drop_schema(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
@@ -148,6 +238,8 @@ class JobRow:
     attempt: int
     max_attempts: int
     budget_usd: float
+    cost_usd: float
+    routes: dict[str, list[str]]
     submitted_by: str
     created_at: datetime
     updated_at: datetime
@@ -177,6 +269,53 @@ class StepRow:
 
 
 @dataclass(frozen=True)
+class ModelCallRow:
+    """One try of one model call; the result columns are None while it runs (or when it was
+    interrupted and never finished)."""
+
+    job_id: UUID
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    provider: str
+    model: str
+    reserved_usd: float
+    note: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    error: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None
+    cache_write_tokens: int | None
+    cost_usd: float | None
+    latency_ms: float | None
+    reply: str | None
+    first_position: int
+
+
+@dataclass(frozen=True)
+class CallsSummary:
+    """A job's model calls in figures (each try counts as a call)."""
+
+    count: int
+    # Started and not finished: running now, or interrupted.
+    open: int
+    # Finished with another outcome than ok.
+    failed: int
+    cost_usd: float
+    # What the open calls hold of the budget.
+    held_usd: float
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+
+@dataclass(frozen=True)
 class TimelineRow:
     position: int
     job_id: UUID
@@ -187,10 +326,33 @@ class TimelineRow:
 
 
 @dataclass(frozen=True)
+class DayCost:
+    day: date
+    calls: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    provider: str
+    model: str
+    calls: int
+    failed: int
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+
+@dataclass(frozen=True)
 class Stats:
     by_status: dict[str, int]
     total_jobs: int
     mean_completed_seconds: float | None
+    total_cost_usd: float = 0.0
+    cost_by_day: list[DayCost] = field(default_factory=list)
+    cost_by_model: list[ModelCost] = field(default_factory=list)
 
 
 # ---- queries ---------------------------------------------------------------------------------
@@ -238,6 +400,49 @@ def job_steps(conn: psycopg.Connection[Any], job_id: UUID) -> list[StepRow]:
         return cur.fetchall()
 
 
+def job_calls(
+    conn: psycopg.Connection[Any], job_id: UUID, *, limit: int = 500, offset: int = 0
+) -> tuple[list[ModelCallRow], int]:
+    """One page of a job's model calls in the order they were started, and how many there
+    are in all."""
+    with conn.cursor(row_factory=class_row(ModelCallRow)) as cur:
+        cur.execute(
+            "SELECT * FROM vdo_read.model_calls WHERE job_id = %s "
+            "ORDER BY first_position LIMIT %s OFFSET %s",
+            (job_id, limit, offset),
+        )
+        rows = cur.fetchall()
+    total = conn.execute(
+        "SELECT count(*) FROM vdo_read.model_calls WHERE job_id = %s", (job_id,)
+    ).fetchone()
+    return rows, int(total[0]) if total else 0
+
+
+def calls_summary(conn: psycopg.Connection[Any], job_id: UUID) -> CallsSummary:
+    row = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE finished_at IS NULL), "
+        "count(*) FILTER (WHERE outcome IS NOT NULL AND outcome <> 'ok'), "
+        "coalesce(sum(cost_usd), 0), "
+        "coalesce(sum(reserved_usd) FILTER (WHERE finished_at IS NULL), 0), "
+        "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+        "coalesce(sum(cached_tokens), 0), coalesce(sum(cache_write_tokens), 0) "
+        "FROM vdo_read.model_calls WHERE job_id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row is not None
+    return CallsSummary(
+        count=int(row[0]),
+        open=int(row[1]),
+        failed=int(row[2]),
+        cost_usd=float(row[3]),
+        held_usd=float(row[4]),
+        input_tokens=int(row[5]),
+        output_tokens=int(row[6]),
+        cached_tokens=int(row[7]),
+        cache_write_tokens=int(row[8]),
+    )
+
+
 def timeline(
     conn: psycopg.Connection[Any],
     *,
@@ -256,7 +461,10 @@ def timeline(
         return cur.fetchall()
 
 
-def stats(conn: psycopg.Connection[Any]) -> Stats:
+def stats(conn: psycopg.Connection[Any], *, days: int = 30) -> Stats:
+    """Jobs by status, the mean time to completion, and what the finished model calls cost:
+    in all, per UTC day (the ``days`` most recent days with calls, oldest first) and per
+    model."""
     counts = {status.value: 0 for status in Status}
     rows = conn.execute("SELECT status, count(*) FROM vdo_read.jobs GROUP BY status").fetchall()
     for status, count in rows:
@@ -267,7 +475,46 @@ def stats(conn: psycopg.Connection[Any]) -> Stats:
         (Status.COMPLETED.value,),
     ).fetchone()
     mean = float(row[0]) if row and row[0] is not None else None
-    return Stats(by_status=counts, total_jobs=sum(counts.values()), mean_completed_seconds=mean)
+    total = conn.execute(
+        "SELECT coalesce(sum(cost_usd), 0) FROM vdo_read.model_calls WHERE finished_at IS NOT NULL"
+    ).fetchone()
+    by_day = conn.execute(
+        "SELECT day, calls, cost FROM ("
+        "SELECT (finished_at AT TIME ZONE 'UTC')::date AS day, count(*) AS calls, "
+        "coalesce(sum(cost_usd), 0) AS cost FROM vdo_read.model_calls "
+        "WHERE finished_at IS NOT NULL GROUP BY 1 ORDER BY 1 DESC LIMIT %s"
+        ") AS recent ORDER BY day",
+        (days,),
+    ).fetchall()
+    by_model = conn.execute(
+        "SELECT provider, model, count(*), count(*) FILTER (WHERE outcome <> 'ok'), "
+        "coalesce(sum(cost_usd), 0), coalesce(sum(input_tokens), 0), "
+        "coalesce(sum(output_tokens), 0), coalesce(sum(cached_tokens), 0), "
+        "coalesce(sum(cache_write_tokens), 0) "
+        "FROM vdo_read.model_calls WHERE finished_at IS NOT NULL "
+        "GROUP BY provider, model ORDER BY 5 DESC, provider, model"
+    ).fetchall()
+    return Stats(
+        by_status=counts,
+        total_jobs=sum(counts.values()),
+        mean_completed_seconds=mean,
+        total_cost_usd=float(total[0]) if total else 0.0,
+        cost_by_day=[DayCost(day=d, calls=int(n), cost_usd=float(c)) for d, n, c in by_day],
+        cost_by_model=[
+            ModelCost(
+                provider=str(r[0]),
+                model=str(r[1]),
+                calls=int(r[2]),
+                failed=int(r[3]),
+                cost_usd=float(r[4]),
+                input_tokens=int(r[5]),
+                output_tokens=int(r[6]),
+                cached_tokens=int(r[7]),
+                cache_write_tokens=int(r[8]),
+            )
+            for r in by_model
+        ],
+    )
 
 
 def checksums(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> dict[str, str]:

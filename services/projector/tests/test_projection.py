@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -35,6 +37,7 @@ PASSING = {
     Step.REVIEW: Outcome.APPROVED,
     Step.SANDBOX_RUN: Outcome.UP,
 }
+ROUTES = {"planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"]}
 
 
 @pytest.fixture
@@ -45,7 +48,12 @@ def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
 
 
 def submit(store: JobStore, title: str = "todo api") -> UUID:
-    job = Job.submit(title=title, description="a FastAPI todo API with tests", max_attempts=2)
+    job = Job.submit(
+        title=title,
+        description="a FastAPI todo API with tests",
+        max_attempts=2,
+        routes=ROUTES if title == "completed" else None,
+    )
     store.save(job)
     return job.id
 
@@ -78,14 +86,67 @@ def step(store: JobStore, job_id: UUID, outcome: Outcome | None = None) -> None:
     finish(store, job_id, outcome)
 
 
+def start_call(
+    store: JobStore, job_id: UUID, *, call: int, try_number: int, route: str, reserved: float
+) -> str:
+    """One try of a model call of the step that is due (started, not finished)."""
+    job = store.get(job_id)
+    due = job.due()
+    assert due is not None
+    provider, model = route.split(":", 1)
+    key = job.start_model_call(
+        due,
+        call=call,
+        try_number=try_number,
+        provider=provider,
+        model=model,
+        reserved_usd=reserved,
+        note="fallback" if try_number > 1 else "",
+        causation_id="test",
+    )
+    store.save(job)
+    return key
+
+
+def finish_call(store: JobStore, job_id: UUID, key: str, **result: Any) -> None:
+    job = store.get(job_id)
+    job.finish_model_call(key, causation_id="test", **result)
+    store.save(job)
+
+
 def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
-    """Jobs in every state: completed after a retry, failed, cancelled, queued, running."""
+    """Jobs in every state: completed after a retry, failed, cancelled, queued, running; model
+    calls retried, fallen back, failed and left open."""
     hook = after_each if callable(after_each) else (lambda: None)
     jobs = {name: submit(store, name) for name in ("completed", "failed", "cancelled", "queued")}
     hook()
     done = jobs["completed"]
-    for _ in range(3):  # plan, build, write tests
-        step(store, done)
+    start(store, done)
+    # The plan's call: rate limited on the main route, then answered by the fallback.
+    first = start_call(store, done, call=1, try_number=1, route=ROUTES["planner"][0], reserved=0.2)
+    finish_call(store, done, first, outcome="error", error="429 rate limited", latency_ms=80.0)
+    hook()
+    second = start_call(store, done, call=1, try_number=2, route=ROUTES["planner"][1], reserved=0.2)
+    finish_call(
+        store,
+        done,
+        second,
+        outcome="ok",
+        input_tokens=1200,
+        output_tokens=300,
+        cached_tokens=1000,
+        cache_write_tokens=20,
+        cost_usd=0.1,
+        latency_ms=2500.5,
+        reply="ef" * 32,
+    )
+    finish(store, done)
+    hook()
+    for _ in range(2):  # build, write tests
+        start(store, done)
+        key = start_call(store, done, call=1, try_number=1, route="scripted:demo", reserved=0.1)
+        finish_call(store, done, key, outcome="ok", cost_usd=0.2, input_tokens=10)
+        finish(store, done)
         hook()
     step(store, done, Outcome.FAILED)  # the tests fail: attempt 2 starts at the build
     hook()
@@ -111,6 +172,8 @@ def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
     jobs["running"] = submit(store, "running")
     step(store, jobs["running"])
     start(store, jobs["running"])
+    # A call running (or interrupted: nothing says which until it is resumed).
+    start_call(store, jobs["running"], call=1, try_number=1, route="openai:gpt-4.1", reserved=0.3)
     hook()
     return jobs
 
@@ -154,6 +217,48 @@ def test_projection_applies_every_event_in_order(
         ]
         assert steps[0].artifacts == {"app.py": "ab" * 32}
         assert steps[0].details == {"tokens": 12, "cost_usd": 0.25}
+        assert done.routes == ROUTES
+        # Every finished try counts, the failed one too; summed in log order.
+        assert done.cost_usd == 0.0 + 0.1 + 0.2 + 0.2
+        calls, count = readmodels.job_calls(conn, jobs["completed"])
+        assert count == len(calls) == 4
+        assert [(c.step, c.call, c.try_number, c.provider, c.model, c.outcome) for c in calls] == [
+            ("plan", 1, 1, "anthropic", "claude-sonnet-4-5", "error"),
+            ("plan", 1, 2, "openai", "gpt-4.1", "ok"),
+            ("build", 1, 1, "scripted", "demo", "ok"),
+            ("write_tests", 1, 1, "scripted", "demo", "ok"),
+        ]
+        rate_limited, answered = calls[0], calls[1]
+        assert rate_limited.key == f"{jobs['completed']}:plan:1:1:1"
+        assert (rate_limited.error, rate_limited.cost_usd, rate_limited.latency_ms) == (
+            "429 rate limited",
+            0.0,
+            80.0,
+        )
+        assert (answered.reserved_usd, answered.note, answered.reply) == (
+            0.2,
+            "fallback",
+            "ef" * 32,
+        )
+        assert (
+            answered.input_tokens,
+            answered.output_tokens,
+            answered.cached_tokens,
+            answered.cache_write_tokens,
+        ) == (1200, 300, 1000, 20)
+        assert answered.started_at is not None
+        assert answered.finished_at is not None
+        assert answered.started_at < answered.finished_at
+        middle, _ = readmodels.job_calls(conn, jobs["completed"], limit=2, offset=1)
+        assert [c.key for c in middle] == [calls[1].key, calls[2].key]
+        summary = readmodels.calls_summary(conn, jobs["completed"])
+        assert (summary.count, summary.open, summary.failed) == (4, 0, 1)
+        assert summary.cost_usd == pytest.approx(done.cost_usd)
+        assert (summary.input_tokens, summary.output_tokens, summary.cached_tokens) == (
+            1220,
+            300,
+            1000,
+        )
 
         failed = readmodels.get_job(conn, jobs["failed"])
         assert failed is not None
@@ -177,6 +282,11 @@ def test_projection_applies_every_event_in_order(
         running = readmodels.get_job(conn, jobs["running"])
         assert running is not None
         assert (running.status, running.phase, running.step) == ("running", "building", "build")
+        assert (running.routes, running.cost_usd) == ({}, 0.0)
+        (open_call,) = readmodels.job_calls(conn, jobs["running"])[0]
+        assert (open_call.finished_at, open_call.outcome, open_call.cost_usd) == (None, None, None)
+        running_calls = readmodels.calls_summary(conn, jobs["running"])
+        assert (running_calls.count, running_calls.open, running_calls.held_usd) == (1, 1, 0.3)
 
         page, total = readmodels.list_jobs(conn, limit=2, offset=0)
         assert total == 5
@@ -191,6 +301,15 @@ def test_projection_applies_every_event_in_order(
         }
         assert stats.mean_completed_seconds is not None
         assert stats.mean_completed_seconds > 0
+        assert stats.total_cost_usd == pytest.approx(0.5)
+        (today,) = stats.cost_by_day
+        assert (today.day, today.calls) == (done.finished_at.astimezone(UTC).date(), 4)
+        assert today.cost_usd == pytest.approx(0.5)
+        assert [(m.provider, m.model, m.calls, m.failed) for m in stats.cost_by_model] == [
+            ("scripted", "demo", 2, 0),
+            ("openai", "gpt-4.1", 1, 0),
+            ("anthropic", "claude-sonnet-4-5", 1, 1),
+        ]
 
 
 async def test_the_same_message_twice_changes_nothing(
@@ -236,7 +355,7 @@ def test_rebuild_gives_identical_checksums_to_the_live_read_models(
 ) -> None:
     history(store, projection.catch_up)
     live = checksums(database_url)
-    assert len(set(live.values())) == 3
+    assert len(set(live.values())) == len(readmodels.TABLES)
 
     summary = rebuild(database_url)
     assert summary.events_applied == summary.position == store.max_position()

@@ -143,3 +143,28 @@ def test_without_read_models_there_is_nothing_to_verify(database_url: str, store
     assert "projector has not run" in report.problem
     with psycopg.connect(database_url) as conn:
         assert not readmodels.exists(conn)
+
+
+def test_a_tampered_model_call_is_named_by_its_key(
+    database_url: str, projected: Projection
+) -> None:
+    rows = execute(
+        database_url,
+        "SELECT key, cost_usd FROM vdo_read.model_calls WHERE finished_at IS NOT NULL "
+        "ORDER BY key LIMIT 1",
+    )
+    assert rows, "the history has a finished model call"
+    ((key, cost),) = rows
+    execute(database_url, f"UPDATE vdo_read.model_calls SET cost_usd = 99 WHERE key = '{key}'")
+
+    report = verify(database_url)
+
+    assert not report.equal
+    tables = {t.table: t for t in report.tables}
+    assert set(tables) == set(readmodels.TABLES)
+    assert all(t.equal for name, t in tables.items() if name != "model_calls")
+    calls = tables["model_calls"]
+    assert (calls.different, calls.missing, calls.extra) == (1, 0, 0)
+    (row,) = calls.rows
+    assert row.key == {"key": key}
+    assert row.columns == {"cost_usd": [99.0, cost]}

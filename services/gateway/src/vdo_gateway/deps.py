@@ -40,6 +40,7 @@ def get_bus(resources: ResourcesDep) -> Bus:
 
 def get_read_db(resources: ResourcesDep) -> Iterator[psycopg.Connection[Any]]:
     with resources.read_pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
+        resources.require_current_read_models(conn)
         yield conn
 
 

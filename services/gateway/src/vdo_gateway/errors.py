@@ -16,11 +16,18 @@ from starlette.exceptions import HTTPException
 
 from vdo_kernel import logs
 from vdo_kernel.domain import DomainError
+from vdo_kernel.readmodels import OutdatedReadModelsError
 from vdo_kernel.store import JobNotFoundError
 
 log = logs.get(__name__)
 
+# A key named in an error is cut to this many characters.
+KEY_SHOWN = 40
 UNAVAILABLE = "the database is unavailable; try again shortly"
+REBUILDING = (
+    "the read models are being rebuilt for this version of VDO (the projector does it when it "
+    "starts); try again shortly"
+)
 
 
 def describe(errors: Sequence[Any]) -> tuple[int, str]:
@@ -44,6 +51,14 @@ def describe(errors: Sequence[Any]) -> tuple[int, str]:
                 )
         elif kind == "extra_forbidden":
             messages.append(f"unknown field '{path}'")
+        elif len(loc) > 2 and loc[-1] == "[key]":
+            # A mapping's key that is not one of those allowed (a phase of `routes`, say).
+            parent, key = ".".join(loc[1:-2]), loc[-2]
+            shown = key if len(key) <= KEY_SHOWN else key[: KEY_SHOWN - 1] + "…"
+            message = str(error.get("msg", "invalid"))
+            messages.append(
+                f"{_place(where, parent)} has a key that is not allowed ('{shown}'): {message}"
+            )
         elif kind == "missing":
             messages.append(f"{_place(where, path)} is required")
         else:
@@ -84,6 +99,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def refused(request: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.exception_handler(OutdatedReadModelsError)
+    async def rebuilding(request: Request, error: Exception) -> JSONResponse:
+        log.warning("read models of another version", path=request.url.path, error=str(error))
+        return JSONResponse({"detail": REBUILDING}, status_code=503)
 
     @app.exception_handler(JobNotFoundError)
     async def not_found(request: Request, error: Exception) -> JSONResponse:

@@ -5,11 +5,13 @@ Requests are strict: unknown fields and wrong types are refused, never coerced o
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+import re
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from vdo_kernel.domain import (
     DESCRIPTION_MAX,
@@ -18,9 +20,69 @@ from vdo_kernel.domain import (
     TITLE_MAX,
     Job,
     Status,
+    Step,
 )
-from vdo_kernel.readmodels import JobRow, StepRow
+from vdo_kernel.readmodels import (
+    CallsSummary,
+    DayCost,
+    JobRow,
+    ModelCallRow,
+    ModelCost,
+    StepRow,
+)
 from vdo_kernel.store import StoredJobEvent
+
+# The providers a route may name; "gemini" is taken as google's other name.
+PROVIDERS: Final = ("anthropic", "openai", "google", "scripted")
+PROVIDER_ALIASES: Final = {"gemini": "google"}
+ROUTES_PER_PHASE_MAX: Final = 5
+ROUTE_MAX: Final = 200
+# A model's name: printable, no spaces (e.g. claude-sonnet-4-5, gpt-4.1, org/model:tag).
+_MODEL_NAME: Final = re.compile(r"[^\s\x00-\x1f\x7f]+")
+
+AiPhase = Literal["planner", "builder", "tester", "reviewer"]
+
+
+def normalise_route(value: str) -> str:
+    """``provider:model`` with the provider checked and written the one way (lower case,
+    gemini as google), or a ValueError saying what is wrong (without repeating the value)."""
+    provider, sep, model = value.strip().partition(":")
+    provider = provider.strip().lower()
+    provider = PROVIDER_ALIASES.get(provider, provider)
+    model = model.strip()
+    if not sep or not provider or not model:
+        raise ValueError("a route is provider:model, e.g. anthropic:claude-sonnet-4-5")
+    if provider not in PROVIDERS:
+        raise ValueError(
+            f"the provider must be one of {', '.join(PROVIDERS)} (gemini is taken as google)"
+        )
+    if not _MODEL_NAME.fullmatch(model):
+        raise ValueError("the model's name must not contain spaces or control characters")
+    return f"{provider}:{model}"
+
+
+Route = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=ROUTE_MAX,
+        description="provider:model; provider is anthropic, openai, google (or gemini) or "
+        "scripted (the built-in scripted model)",
+        examples=["anthropic:claude-sonnet-4-5", "openai:gpt-4.1", "google:gemini-2.5-pro"],
+    ),
+    AfterValidator(normalise_route),
+]
+Routes = dict[
+    AiPhase,
+    Annotated[
+        list[Route],
+        Field(
+            min_length=1,
+            max_length=ROUTES_PER_PHASE_MAX,
+            description="the route to try first, then its fallbacks in order",
+        ),
+    ],
+]
 
 
 class JobCreate(BaseModel):
@@ -40,7 +102,22 @@ class JobCreate(BaseModel):
         Field(ge=1, le=MAX_ATTEMPTS_LIMIT, description="build/test/review rounds at most"),
     ] = None
     budget_usd: Annotated[
-        float | None, Field(description="hard cap on model spending for this job, in USD")
+        float | None,
+        Field(
+            description="hard cap on model spending for this job, in USD: more than 0, at most "
+            "10000 (default: the deployment's)",
+            json_schema_extra={"exclusiveMinimum": 0, "maximum": 10_000},
+            examples=[2.5],
+        ),
+    ] = None
+    routes: Annotated[
+        Routes | None,
+        Field(
+            description="the models each AI phase uses, by phase: 1 to 5 routes each, the first "
+            "tried first and the others as fallbacks in order; a phase left out uses the "
+            "deployment's default routes",
+            examples=[{"planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"]}],
+        ),
     ] = None
 
     @field_validator("title", "description")
@@ -88,6 +165,176 @@ class StepPublic(BaseModel):
         )
 
 
+class ModelCallPublic(BaseModel):
+    """One try of one model call (a retry or a fallback is another try of the same call)."""
+
+    key: str = Field(description="<job>:<step>:<attempt>:<call>:<try>")
+    step: str
+    phase: str | None = Field(description="the pipeline phase of the step")
+    attempt: int
+    call: int = Field(description="the call's number within the step")
+    try_number: int = Field(description="1 for the first try; more for retries and fallbacks")
+    provider: str
+    model: str
+    route: str = Field(description="provider:model")
+    reserved_usd: float = Field(description="the worst case held against the budget meanwhile")
+    note: str = Field(description="why this try was made (a fallback, a repair), if said")
+    started_at: datetime | None
+    finished_at: datetime | None = Field(description="none while it runs, or if interrupted")
+    outcome: str | None = Field(description="ok, error, refused or interrupted; none while it runs")
+    error: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cached_tokens: int | None = Field(description="input tokens read from the prompt cache")
+    cache_write_tokens: int | None = Field(description="input tokens written to the cache")
+    cost_usd: float | None
+    latency_ms: float | None
+    reply: str | None = Field(description="sha256 of the reply's blob; empty when none")
+
+    @classmethod
+    def from_row(cls, row: ModelCallRow) -> ModelCallPublic:
+        return cls(
+            key=row.key,
+            step=row.step,
+            phase=_phase(row.step),
+            attempt=row.attempt,
+            call=row.call,
+            try_number=row.try_number,
+            provider=row.provider,
+            model=row.model,
+            route=f"{row.provider}:{row.model}",
+            reserved_usd=row.reserved_usd,
+            note=row.note,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            outcome=row.outcome,
+            error=row.error,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            cached_tokens=row.cached_tokens,
+            cache_write_tokens=row.cache_write_tokens,
+            cost_usd=row.cost_usd,
+            latency_ms=row.latency_ms,
+            reply=row.reply,
+        )
+
+
+def calls_from_events(events: Iterable[StoredJobEvent]) -> list[ModelCallPublic]:
+    """A job's model calls read from its events (for a job the read models have not reached;
+    the same values the projector gives)."""
+    calls: dict[str, dict[str, Any]] = {}
+    for event in events:
+        data = event.data
+        if event.type not in ("ModelCallStarted", "ModelCallFinished"):
+            continue
+        key = str(data["key"])
+        call = calls.get(key)
+        if call is None:
+            call = calls[key] = {
+                "key": key,
+                "step": str(data["step"]),
+                "phase": _phase(str(data["step"])),
+                "attempt": int(data["attempt"]),
+                "call": int(data["call"]),
+                "try_number": int(data["try_number"]),
+                "provider": str(data["provider"]),
+                "model": str(data["model"]),
+                "reserved_usd": 0.0,
+                "note": "",
+                "started_at": None,
+                "finished_at": None,
+                "outcome": None,
+                "error": None,
+                "input_tokens": None,
+                "output_tokens": None,
+                "cached_tokens": None,
+                "cache_write_tokens": None,
+                "cost_usd": None,
+                "latency_ms": None,
+                "reply": None,
+            }
+        if event.type == "ModelCallStarted":
+            call.update(
+                provider=str(data["provider"]),
+                model=str(data["model"]),
+                reserved_usd=float(data.get("reserved_usd", 0.0)),
+                note=str(data.get("note", "")),
+                started_at=event.timestamp,
+            )
+        else:
+            call.update(
+                finished_at=event.timestamp,
+                outcome=str(data["outcome"]),
+                error=str(data.get("error", "")),
+                input_tokens=int(data.get("input_tokens", 0)),
+                output_tokens=int(data.get("output_tokens", 0)),
+                cached_tokens=int(data.get("cached_tokens", 0)),
+                cache_write_tokens=int(data.get("cache_write_tokens", 0)),
+                cost_usd=float(data.get("cost_usd", 0.0)),
+                latency_ms=float(data.get("latency_ms", 0.0)),
+                reply=str(data.get("reply", "")),
+            )
+    return [
+        ModelCallPublic(**call, route=f"{call['provider']}:{call['model']}")
+        for call in calls.values()
+    ]
+
+
+class ModelCallsSummary(BaseModel):
+    """A job's model calls in figures; every try counts as a call."""
+
+    count: int
+    open: int = Field(description="started and not finished: running, or interrupted")
+    failed: int = Field(description="finished with another outcome than ok")
+    cost_usd: float = Field(description="what the finished calls cost")
+    held_usd: float = Field(description="what the open calls hold of the budget")
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+    @classmethod
+    def from_summary(cls, summary: CallsSummary) -> ModelCallsSummary:
+        return cls(
+            count=summary.count,
+            open=summary.open,
+            failed=summary.failed,
+            cost_usd=summary.cost_usd,
+            held_usd=summary.held_usd,
+            input_tokens=summary.input_tokens,
+            output_tokens=summary.output_tokens,
+            cached_tokens=summary.cached_tokens,
+            cache_write_tokens=summary.cache_write_tokens,
+        )
+
+    @classmethod
+    def from_calls(cls, calls: list[ModelCallPublic]) -> ModelCallsSummary:
+        finished = [c for c in calls if c.finished_at is not None]
+        return cls(
+            count=len(calls),
+            open=len(calls) - len(finished),
+            failed=sum(1 for c in finished if c.outcome != "ok"),
+            cost_usd=sum(c.cost_usd or 0.0 for c in finished),
+            held_usd=sum(c.reserved_usd for c in calls if c.finished_at is None),
+            input_tokens=sum(c.input_tokens or 0 for c in finished),
+            output_tokens=sum(c.output_tokens or 0 for c in finished),
+            cached_tokens=sum(c.cached_tokens or 0 for c in finished),
+            cache_write_tokens=sum(c.cache_write_tokens or 0 for c in finished),
+        )
+
+
+class ModelCallsPage(BaseModel):
+    job_id: UUID
+    items: list[ModelCallPublic] = Field(description="in the order they were started")
+    total: int
+    limit: int
+    offset: int
+    source: Literal["read_model", "store"] = Field(
+        description="read_model normally; store when the read models have not caught up with "
+        "this job yet"
+    )
+
+
 class JobPublic(BaseModel):
     id: UUID
     title: str
@@ -97,6 +344,9 @@ class JobPublic(BaseModel):
     attempt: int
     max_attempts: int
     budget_usd: float
+    cost_usd: float = Field(
+        description="what the job's model calls have cost so far, in USD (every finished try)"
+    )
     submitted_by: str
     created_at: datetime
     updated_at: datetime
@@ -119,6 +369,7 @@ class JobPublic(BaseModel):
             "attempt": row.attempt,
             "max_attempts": row.max_attempts,
             "budget_usd": row.budget_usd,
+            "cost_usd": row.cost_usd,
             "submitted_by": row.submitted_by,
             "created_at": row.created_at,
             "updated_at": row.updated_at,
@@ -136,6 +387,13 @@ class JobPublic(BaseModel):
 
 class JobDetail(JobPublic):
     description: str
+    routes: dict[str, list[str]] = Field(
+        description="the model routes chosen at submission, by AI phase (planner, builder, "
+        "tester, reviewer); a phase not listed uses the deployment's defaults"
+    )
+    model_calls: ModelCallsSummary = Field(
+        description="the job's model calls in figures; GET /api/jobs/{id}/calls lists them"
+    )
     steps: list[StepPublic]
     source: Literal["read_model", "store"] = Field(
         description="read_model normally; store when the read models have not caught up with "
@@ -143,16 +401,24 @@ class JobDetail(JobPublic):
     )
 
     @classmethod
-    def from_rows(cls, row: JobRow, steps: list[StepRow]) -> JobDetail:
+    def from_rows(cls, row: JobRow, steps: list[StepRow], calls: CallsSummary) -> JobDetail:
         return cls(
             **cls.row_fields(row),
             description=row.description,
+            routes=row.routes,
+            model_calls=ModelCallsSummary.from_summary(calls),
             steps=[StepPublic.from_row(s) for s in steps],
             source="read_model",
         )
 
     @classmethod
-    def from_job(cls, job: Job, *, position: int | None = None) -> JobDetail:
+    def from_job(
+        cls,
+        job: Job,
+        *,
+        position: int | None = None,
+        calls: list[ModelCallPublic] | None = None,
+    ) -> JobDetail:
         due = job.due()
         steps = [
             StepPublic(
@@ -178,6 +444,9 @@ class JobDetail(JobPublic):
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             budget_usd=job.budget_usd,
+            cost_usd=job.spent_usd,
+            routes={phase: list(chain) for phase, chain in job.routes.items()},
+            model_calls=ModelCallsSummary.from_calls(calls or []),
             submitted_by=job.submitted_by,
             created_at=job.created_on,
             updated_at=job.modified_on,
@@ -227,6 +496,44 @@ class JobEvents(BaseModel):
     items: list[EventPublic]
 
 
+class DayCostPublic(BaseModel):
+    day: date = Field(description="a day in UTC")
+    calls: int = Field(description="model calls finished that day (every try)")
+    cost_usd: float
+
+    @classmethod
+    def from_cost(cls, cost: DayCost) -> DayCostPublic:
+        return cls(day=cost.day, calls=cost.calls, cost_usd=cost.cost_usd)
+
+
+class ModelCostPublic(BaseModel):
+    route: str = Field(description="provider:model")
+    provider: str
+    model: str
+    calls: int = Field(description="finished calls (every try)")
+    failed: int = Field(description="finished with another outcome than ok")
+    cost_usd: float
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+
+    @classmethod
+    def from_cost(cls, cost: ModelCost) -> ModelCostPublic:
+        return cls(
+            route=f"{cost.provider}:{cost.model}",
+            provider=cost.provider,
+            model=cost.model,
+            calls=cost.calls,
+            failed=cost.failed,
+            cost_usd=cost.cost_usd,
+            input_tokens=cost.input_tokens,
+            output_tokens=cost.output_tokens,
+            cached_tokens=cost.cached_tokens,
+            cache_write_tokens=cost.cache_write_tokens,
+        )
+
+
 class StatsPublic(BaseModel):
     by_status: dict[str, int]
     total_jobs: int
@@ -234,6 +541,13 @@ class StatsPublic(BaseModel):
     projected_position: int = Field(description="the store position the read models reflect")
     mean_duration_seconds: float | None = Field(
         description="mean time from submission to completion of completed jobs"
+    )
+    total_cost_usd: float = Field(description="what every finished model call cost, in USD")
+    cost_by_day: list[DayCostPublic] = Field(
+        description="spending per UTC day: the most recent days with model calls, oldest first"
+    )
+    cost_by_model: list[ModelCostPublic] = Field(
+        description="spending per model (provider:model), the most expensive first"
     )
 
 
@@ -251,6 +565,13 @@ class HealthPublic(BaseModel):
     status: Literal["ok", "degraded"]
     position: int | None = Field(description="the store's last position")
     components: dict[str, ComponentHealth]
+
+
+def _phase(step: str) -> str | None:
+    try:
+        return STEP_PHASE[Step(step)].value
+    except ValueError:
+        return None
 
 
 class ErrorPublic(BaseModel):

@@ -69,6 +69,18 @@ class Resources:
     store: JobStore
     read_pool: ConnectionPool[psycopg.Connection[Any]]
     bus: Bus
+    # Whether the read models were seen to be of this version (once they are, they stay so).
+    read_models_current: bool = False
+
+    def require_current_read_models(self, conn: psycopg.Connection[Any]) -> None:
+        """Raise `OutdatedReadModelsError` while the read models are of another version than
+        this code's (after an upgrade, until the projector has rebuilt them)."""
+        if self.read_models_current:
+            return
+        version = readmodels.schema_version(conn)
+        if version is not None and version != readmodels.SCHEMA_VERSION:
+            raise readmodels.OutdatedReadModelsError(readmodels.SCHEMA, version)
+        self.read_models_current = version is not None
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
@@ -108,4 +120,8 @@ def _in_utc(conn: psycopg.Connection[Any]) -> None:
 
 def _create_read_models(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        readmodels.create_schema(conn)
+        try:
+            readmodels.create_schema(conn)
+        except readmodels.OutdatedReadModelsError as outdated:
+            # Rebuilding them is the projector's work; queries answer 503 until it is done.
+            log.warning("the read models are of another version", detail=str(outdated))

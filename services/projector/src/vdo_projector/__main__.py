@@ -8,7 +8,7 @@ import asyncio
 import json
 import sys
 
-from vdo_kernel import logs
+from vdo_kernel import logs, readmodels
 from vdo_kernel.settings import Settings
 from vdo_projector.projection import checksums, rebuild
 from vdo_projector.service import run_projector
@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "rebuild":
         print(json.dumps(rebuild(settings.database_url).to_json(), indent=2))
-    else:
+        return 0
+    try:
         print(json.dumps(checksums(settings.database_url), indent=2))
+    except readmodels.OutdatedReadModelsError as outdated:
+        print(str(outdated), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from vdo_kernel.domain import PIPELINE, STEP_PHASE, Status
 from vdo_projector.eventlog import LoggedEvent
-from vdo_projector.updates import next_step, phase_of
+from vdo_projector.updates import finished_call, next_step, phase_of, routes_of, started_call
 
 Row = tuple[Any, ...]
 
@@ -39,6 +39,8 @@ class JobState:
     attempt: int
     max_attempts: int
     budget_usd: float
+    cost_usd: float
+    routes: Any
     submitted_by: str
     created_at: str
     updated_at: str
@@ -59,6 +61,8 @@ class JobState:
             self.attempt,
             self.max_attempts,
             self.budget_usd,
+            self.cost_usd,
+            json.dumps(self.routes),
             self.submitted_by,
             self.created_at,
             self.updated_at,
@@ -108,17 +112,72 @@ class StepState:
         )
 
 
+@dataclass(slots=True)
+class CallState:
+    """One row of ``model_calls``, in its columns' order (the defaults are the table's)."""
+
+    job_id: UUID
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    provider: str
+    model: str
+    first_position: int
+    reserved_usd: float = 0.0
+    note: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+    outcome: str | None = None
+    error: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    reply: str | None = None
+
+    def row(self) -> Row:
+        return (
+            self.job_id,
+            self.key,
+            self.step,
+            self.attempt,
+            self.call,
+            self.try_number,
+            self.provider,
+            self.model,
+            self.reserved_usd,
+            self.note,
+            self.started_at,
+            self.finished_at,
+            self.outcome,
+            self.error,
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.cost_usd,
+            self.latency_ms,
+            self.reply,
+            self.first_position,
+        )
+
+
 StepKey = tuple[UUID, str, int]
 Rule = Callable[["Fold", "JobState | None", LoggedEvent, dict[str, Any]], None]
 
 
 class Fold:
-    """Jobs and steps as the events so far leave them; each event's timeline row is handed
-    back as it is applied, so the (largest) timeline never has to be held."""
+    """Jobs, steps and model calls as the events so far leave them; each event's timeline row
+    is handed back as it is applied, so the (largest) timeline never has to be held."""
 
     def __init__(self) -> None:
         self.jobs: dict[UUID, JobState] = {}
         self.steps: dict[StepKey, StepState] = {}
+        self.calls: dict[str, CallState] = {}
 
     def apply(self, event: LoggedEvent) -> Row:
         """Fold one event in; returns its ``timeline`` row."""
@@ -150,6 +209,9 @@ class Fold:
     def step_rows(self) -> Iterator[Row]:
         return (step.row() for step in self.steps.values())
 
+    def call_rows(self) -> Iterator[Row]:
+        return (call.row() for call in self.calls.values())
+
     # ---- the rules, one per event type (as in `updates`) --------------------------------
 
     def _submitted(self, event: LoggedEvent, data: dict[str, Any]) -> None:
@@ -163,6 +225,8 @@ class Fold:
             attempt=1,
             max_attempts=data["max_attempts"],
             budget_usd=float(data["budget_usd"]),
+            cost_usd=0.0,
+            routes=routes_of(data),
             submitted_by=data["submitted_by"],
             created_at=event.timestamp,
             updated_at=event.timestamp,
@@ -272,6 +336,61 @@ class Fold:
             record.finished_at = event.timestamp
             record.failed_reason = reason
 
+    def _call_started(self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]) -> None:
+        call = started_call(data)
+        record = self.calls.get(call.key)
+        if record is None:
+            self.calls[call.key] = CallState(
+                event.job_id,
+                call.key,
+                call.step,
+                call.attempt,
+                call.call,
+                call.try_number,
+                call.provider,
+                call.model,
+                event.position,
+                reserved_usd=call.reserved_usd,
+                note=call.note,
+                started_at=event.timestamp,
+            )
+        else:
+            record.provider = call.provider
+            record.model = call.model
+            record.reserved_usd = call.reserved_usd
+            record.note = call.note
+            record.started_at = event.timestamp
+
+    def _call_finished(
+        self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]
+    ) -> None:
+        call = finished_call(data)
+        record = self.calls.get(call.key)
+        if record is None:
+            record = self.calls[call.key] = CallState(
+                event.job_id,
+                call.key,
+                call.step,
+                call.attempt,
+                call.call,
+                call.try_number,
+                call.provider,
+                call.model,
+                event.position,
+            )
+        record.finished_at = event.timestamp
+        record.outcome = call.outcome
+        record.error = call.error
+        record.input_tokens = call.input_tokens
+        record.output_tokens = call.output_tokens
+        record.cached_tokens = call.cached_tokens
+        record.cache_write_tokens = call.cache_write_tokens
+        record.cost_usd = call.cost_usd
+        record.latency_ms = call.latency_ms
+        record.reply = call.reply
+        if job is not None:
+            job.cost_usd += call.cost_usd
+
     def _completed(self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]) -> None:
         attempts = data["attempts"]
         if job is not None:
@@ -303,6 +422,8 @@ _RULES: dict[str, Rule] = {
     "StepResumed": Fold._step_resumed,
     "StepFinished": Fold._step_finished,
     "StepFailed": Fold._step_failed,
+    "ModelCallStarted": Fold._call_started,
+    "ModelCallFinished": Fold._call_finished,
     "JobCompleted": Fold._completed,
     "JobFailed": Fold._ended(Status.FAILED),
     "JobCancelled": Fold._ended(Status.CANCELLED),

@@ -21,7 +21,7 @@ from vdo_kernel import logs, readmodels
 from vdo_kernel.store import JobStore, StoredJobEvent
 from vdo_projector import updates
 from vdo_projector.eventlog import ProjectionGapError
-from vdo_projector.replay import replay
+from vdo_projector.replay import Replayed, replay
 
 log = logs.get(__name__)
 
@@ -50,7 +50,8 @@ class Projection:
             self.store.close()
 
     def setup(self) -> None:
-        """Create the read models if they are missing."""
+        """Create the read models if they are missing, or rebuild them from the log if an older
+        version made them (see `prepare`)."""
         with self._lock:
             self._connection()
 
@@ -115,7 +116,7 @@ class Projection:
         if self._conn is None or self._conn.closed:
             conn = psycopg.connect(self.database_url, autocommit=True)
             try:
-                readmodels.create_schema(conn)
+                prepare(conn, self.store)
             except BaseException:
                 conn.close()
                 raise
@@ -141,6 +142,53 @@ def apply_events(conn: psycopg.Connection[Any], events: list[StoredJobEvent], *,
     return position
 
 
+def prepare(conn: psycopg.Connection[Any], store: JobStore) -> None:
+    """Create the read models if they are missing. Read models made by an older version (of
+    another shape) are dropped and replayed from the log, in one transaction: they are
+    disposable, so a new shape is rebuilt rather than migrated, and comes out exactly as a
+    replay gives it. Read models of a newer version are left alone (an error says so)."""
+    try:
+        readmodels.create_schema(conn)
+        return
+    except readmodels.OutdatedReadModelsError as outdated:
+        if outdated.version > readmodels.SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the read models are of version {outdated.version}, newer than this "
+                f"projector's ({readmodels.SCHEMA_VERSION}): run the newer projector"
+            ) from None
+        log.info(
+            "the read models are of an older version; rebuilding them from the log",
+            found=outdated.version,
+            version=readmodels.SCHEMA_VERSION,
+        )
+    started = time.perf_counter()
+    replayed = _replace(conn, store, only_outdated=True)
+    if replayed is not None:
+        log.info(
+            "read models rebuilt",
+            events_applied=replayed.events,
+            position=replayed.position,
+            duration_seconds=round(time.perf_counter() - started, 3),
+        )
+
+
+def _replace(
+    conn: psycopg.Connection[Any], store: JobStore, *, only_outdated: bool = False
+) -> Replayed | None:
+    """Drop the read models and replay the log into new ones, in one transaction. With
+    ``only_outdated``, nothing is done when they turn out to be of this version by the time
+    the lock is held (another replica rebuilt them meanwhile)."""
+    with conn.transaction():
+        if readmodels.exists(conn):
+            # A projector takes the tracking row first, so taking the table first here
+            # waits for its batch to end instead of deadlocking with it.
+            conn.execute("LOCK TABLE vdo_read.tracking IN ACCESS EXCLUSIVE MODE")
+            if only_outdated and readmodels.schema_version(conn) == readmodels.SCHEMA_VERSION:
+                return None
+        readmodels.drop_schema(conn)
+        return replay(conn, store)
+
+
 @dataclass(frozen=True)
 class RebuildSummary:
     events_applied: int
@@ -163,13 +211,8 @@ def rebuild(database_url: str) -> RebuildSummary:
     store = JobStore(database_url, pool_size=1)
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            with conn.transaction():
-                if readmodels.exists(conn):
-                    # A projector takes the tracking row first, so taking the table first here
-                    # waits for its batch to end instead of deadlocking with it.
-                    conn.execute("LOCK TABLE vdo_read.tracking IN ACCESS EXCLUSIVE MODE")
-                readmodels.drop_schema(conn)
-                replayed = replay(conn, store)
+            replayed = _replace(conn, store)
+            assert replayed is not None
             sums = readmodels.checksums(conn)
     finally:
         store.close()
@@ -185,8 +228,12 @@ def rebuild(database_url: str) -> RebuildSummary:
 
 def checksums(database_url: str) -> dict[str, str]:
     """A stable sha256 per read-model table (rows in primary-key order). Read models that do
-    not exist yet hash as the empty tables they would be."""
+    not exist yet hash as the empty tables they would be; read models of another version
+    raise `OutdatedReadModelsError` (their tables are not this version's)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        if not readmodels.exists(conn):
+        version = readmodels.schema_version(conn)
+        if version is None:
             return {table: hashlib.sha256(b"").hexdigest() for table in readmodels.TABLES}
+        if version != readmodels.SCHEMA_VERSION:
+            raise readmodels.OutdatedReadModelsError(readmodels.SCHEMA, version)
         return readmodels.checksums(conn)

@@ -32,6 +32,8 @@ _COLUMNS: Final = {
         "attempt",
         "max_attempts",
         "budget_usd",
+        "cost_usd",
+        "routes",
         "submitted_by",
         "created_at",
         "updated_at",
@@ -55,6 +57,30 @@ _COLUMNS: Final = {
         "details",
         "failed_reason",
         "resumed",
+        "first_position",
+    ),
+    "model_calls": (
+        "job_id",
+        "key",
+        "step",
+        "attempt",
+        "call",
+        "try_number",
+        "provider",
+        "model",
+        "reserved_usd",
+        "note",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "error",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "cost_usd",
+        "latency_ms",
+        "reply",
         "first_position",
     ),
     "timeline": ("position", "job_id", "version", "type", "timestamp", "data"),
@@ -93,6 +119,7 @@ def replay(
             raise ProjectionGapError(f"the store ends at position {position}, not at {until}")
         _copy(conn, schema, "jobs", fold.job_rows())
         _copy(conn, schema, "steps", fold.step_rows())
+        _copy(conn, schema, "model_calls", fold.call_rows())
         conn.execute(
             sql.SQL("UPDATE {}.tracking SET position = %s WHERE name = %s").format(
                 sql.Identifier(schema)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -54,8 +54,8 @@ def _submitted(conn: Connection, event: StoredJobEvent) -> None:
     first = PIPELINE[0]
     conn.execute(
         "INSERT INTO vdo_read.jobs (id, title, description, status, phase, step, attempt, "
-        "max_attempts, budget_usd, submitted_by, created_at, updated_at, version, last_position) "
-        "VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
+        "max_attempts, budget_usd, routes, submitted_by, created_at, updated_at, version, "
+        "last_position) VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             event.job_id,
             data["title"],
@@ -65,6 +65,7 @@ def _submitted(conn: Connection, event: StoredJobEvent) -> None:
             first.value,
             data["max_attempts"],
             float(data["budget_usd"]),
+            Jsonb(routes_of(data)),
             data["submitted_by"],
             event.timestamp,
             event.timestamp,
@@ -174,6 +175,74 @@ def _step_failed(conn: Connection, event: StoredJobEvent) -> None:
     )
 
 
+def _call_started(conn: Connection, event: StoredJobEvent) -> None:
+    call = started_call(event.data)
+    conn.execute(
+        "INSERT INTO vdo_read.model_calls (job_id, key, step, attempt, call, try_number, "
+        "provider, model, reserved_usd, note, started_at, first_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET provider = EXCLUDED.provider, model = EXCLUDED.model, "
+        "reserved_usd = EXCLUDED.reserved_usd, note = EXCLUDED.note, "
+        "started_at = EXCLUDED.started_at",
+        (
+            event.job_id,
+            call.key,
+            call.step,
+            call.attempt,
+            call.call,
+            call.try_number,
+            call.provider,
+            call.model,
+            call.reserved_usd,
+            call.note,
+            event.timestamp,
+            event.position,
+        ),
+    )
+
+
+def _call_finished(conn: Connection, event: StoredJobEvent) -> None:
+    call = finished_call(event.data)
+    conn.execute(
+        "INSERT INTO vdo_read.model_calls (job_id, key, step, attempt, call, try_number, "
+        "provider, model, finished_at, outcome, error, input_tokens, output_tokens, "
+        "cached_tokens, cache_write_tokens, cost_usd, latency_ms, reply, first_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (key) DO UPDATE SET finished_at = EXCLUDED.finished_at, "
+        "outcome = EXCLUDED.outcome, error = EXCLUDED.error, "
+        "input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens, "
+        "cached_tokens = EXCLUDED.cached_tokens, "
+        "cache_write_tokens = EXCLUDED.cache_write_tokens, cost_usd = EXCLUDED.cost_usd, "
+        "latency_ms = EXCLUDED.latency_ms, reply = EXCLUDED.reply",
+        (
+            event.job_id,
+            call.key,
+            call.step,
+            call.attempt,
+            call.call,
+            call.try_number,
+            call.provider,
+            call.model,
+            event.timestamp,
+            call.outcome,
+            call.error,
+            call.input_tokens,
+            call.output_tokens,
+            call.cached_tokens,
+            call.cache_write_tokens,
+            call.cost_usd,
+            call.latency_ms,
+            call.reply,
+            event.position,
+        ),
+    )
+    # What the job has spent: every finished try, whatever its outcome, in log order.
+    conn.execute(
+        "UPDATE vdo_read.jobs SET cost_usd = cost_usd + %s WHERE id = %s",
+        (call.cost_usd, event.job_id),
+    )
+
+
 def _completed(conn: Connection, event: StoredJobEvent) -> None:
     # Nothing is current any more once a job is done.
     conn.execute(
@@ -208,6 +277,82 @@ def storable(value: Any) -> Any:
     return value
 
 
+def routes_of(data: dict[str, Any]) -> dict[str, Any]:
+    """A submission's model routes (none in a version 1 event, which the store upcasts)."""
+    routes = data.get("routes")
+    return routes if isinstance(routes, dict) else {}
+
+
+class StartedCall(NamedTuple):
+    """The fields of a ``ModelCallStarted`` as the read models hold them."""
+
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    provider: str
+    model: str
+    reserved_usd: float
+    note: str
+
+
+class FinishedCall(NamedTuple):
+    """The fields of a ``ModelCallFinished`` as the read models hold them."""
+
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    provider: str
+    model: str
+    outcome: str
+    error: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    latency_ms: float
+    reply: str
+
+
+def started_call(data: dict[str, Any]) -> StartedCall:
+    return StartedCall(
+        key=str(data["key"]),
+        step=str(data["step"]),
+        attempt=int(data["attempt"]),
+        call=int(data["call"]),
+        try_number=int(data["try_number"]),
+        provider=str(data["provider"]),
+        model=str(data["model"]),
+        reserved_usd=float(data.get("reserved_usd", 0.0)),
+        note=str(data.get("note", "")),
+    )
+
+
+def finished_call(data: dict[str, Any]) -> FinishedCall:
+    return FinishedCall(
+        key=str(data["key"]),
+        step=str(data["step"]),
+        attempt=int(data["attempt"]),
+        call=int(data["call"]),
+        try_number=int(data["try_number"]),
+        provider=str(data["provider"]),
+        model=str(data["model"]),
+        outcome=str(data["outcome"]),
+        error=str(data.get("error", "")),
+        input_tokens=int(data.get("input_tokens", 0)),
+        output_tokens=int(data.get("output_tokens", 0)),
+        cached_tokens=int(data.get("cached_tokens", 0)),
+        cache_write_tokens=int(data.get("cache_write_tokens", 0)),
+        cost_usd=float(data.get("cost_usd", 0.0)),
+        latency_ms=float(data.get("latency_ms", 0.0)),
+        reply=str(data.get("reply", "")),
+    )
+
+
 def phase_of(step: str) -> str | None:
     try:
         return STEP_PHASE[Step(step)].value
@@ -234,6 +379,8 @@ _UPDATES: dict[str, Update] = {
     "StepResumed": _step_resumed,
     "StepFinished": _step_finished,
     "StepFailed": _step_failed,
+    "ModelCallStarted": _call_started,
+    "ModelCallFinished": _call_finished,
     "JobCompleted": _completed,
     "JobFailed": _ended(Status.FAILED),
     "JobCancelled": _ended(Status.CANCELLED),

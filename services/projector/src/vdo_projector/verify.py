@@ -82,11 +82,18 @@ def verify(database_url: str, *, listing_cap: int = LISTING_CAP) -> VerifyReport
     store = JobStore(database_url, pool_size=1)
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            if not readmodels.exists(conn):
+            version = readmodels.schema_version(conn)
+            if version is None:
                 return VerifyReport(
                     position=0,
                     duration_seconds=_since(started),
                     problem="there are no read models to verify (the projector has not run)",
+                )
+            if version != readmodels.SCHEMA_VERSION:
+                return VerifyReport(
+                    position=readmodels.projector_position(conn),
+                    duration_seconds=_since(started),
+                    problem=str(readmodels.OutdatedReadModelsError(readmodels.SCHEMA, version)),
                 )
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             result: list[VerifyReport] = []

@@ -1,13 +1,13 @@
-"""Jobs: submit one, list them, read one and its history.
+"""Jobs: submit one, list them, read one, its model calls and its history.
 
-Submissions go to the event store; lists and details come from the read models, except a job
-the projector has not reached yet (answered from the store, so a new job's id is never a 404)
-and a job's history (always from the store: it is the source of truth).
+Submissions go to the event store; lists, details and model calls come from the read models,
+except for a job the projector has not reached yet (answered from the store, so a new job's id
+is never a 404) and a job's history (always from the store: it is the source of truth).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response, status
@@ -21,6 +21,9 @@ from vdo_gateway.models import (
     JobEvents,
     JobPublic,
     JobsPage,
+    ModelCallPublic,
+    ModelCallsPage,
+    calls_from_events,
 )
 from vdo_kernel import readmodels
 from vdo_kernel.domain import Job, Status
@@ -49,6 +52,8 @@ ERRORS = {
 def submit_job(
     body: JobCreate, store: StoreDep, settings: SettingsDep, response: Response
 ) -> JobDetail:
+    """Submit a job. `routes` picks the models of the AI phases for this job (the deployment's
+    defaults otherwise); `budget_usd` caps what its model calls may cost."""
     job = Job.submit(
         title=body.title,
         description=body.description,
@@ -57,6 +62,7 @@ def submit_job(
             body.budget_usd if body.budget_usd is not None else settings.default_budget_usd
         ),
         submitted_by=ANONYMOUS,
+        routes={phase: list(chain) for phase, chain in (body.routes or {}).items()},
     )
     (position,) = store.save(job)
     response.headers["Location"] = f"/api/jobs/{job.id}"
@@ -81,9 +87,12 @@ def list_jobs(
 
 @router.get("/{job_id}", responses={404: ERRORS[404], 422: ERRORS[422]})
 def get_job(job_id: UUID, db: ReadDbDep, store: StoreDep) -> JobDetail:
+    """The job, its steps and its model calls in figures (`/calls` lists them)."""
     row = readmodels.get_job(db, job_id)
     if row is not None:
-        return JobDetail.from_rows(row, readmodels.job_steps(db, job_id))
+        return JobDetail.from_rows(
+            row, readmodels.job_steps(db, job_id), readmodels.calls_summary(db, job_id)
+        )
     # Not projected yet: the store knows. The job is replayed from the same read that gives
     # the positions, so the two agree.
     events = store.job_events(job_id)
@@ -92,7 +101,33 @@ def get_job(job_id: UUID, db: ReadDbDep, store: StoreDep) -> JobDetail:
         job = stored.event.mutate(job)
     if job is None:
         raise JobNotFoundError(str(job_id))
-    return JobDetail.from_job(job, position=events[-1].position)
+    return JobDetail.from_job(job, position=events[-1].position, calls=calls_from_events(events))
+
+
+@router.get("/{job_id}/calls", responses={404: ERRORS[404], 422: ERRORS[422]})
+def get_job_calls(
+    job_id: UUID,
+    db: ReadDbDep,
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ModelCallsPage:
+    """The job's model calls, one item per try (a retry or a fallback is another try of the
+    same call), in the order they were started: route, outcome, error, tokens, cost, latency."""
+    items: list[ModelCallPublic]
+    if readmodels.get_job(db, job_id) is not None:
+        rows, total = readmodels.job_calls(db, job_id, limit=limit, offset=offset)
+        items = [ModelCallPublic.from_row(r) for r in rows]
+        source: Literal["read_model", "store"] = "read_model"
+    else:
+        events = store.job_events(job_id)
+        if not events:
+            raise JobNotFoundError(str(job_id))
+        calls = calls_from_events(events)
+        total, items, source = len(calls), calls[offset : offset + limit], "store"
+    return ModelCallsPage(
+        job_id=job_id, items=items, total=total, limit=limit, offset=offset, source=source
+    )
 
 
 @router.get("/{job_id}/events", responses={404: ERRORS[404], 422: ERRORS[422]})
