@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepFailure
 from vdo_models.interface import ProviderError
@@ -83,3 +86,28 @@ def report(settings: Settings, environ: Mapping[str, str] | None = None) -> dict
         "sandbox": {"ok": sandbox_ok, "detail": sandbox},
         "ok": sandbox_ok and all(p.reachable is not False for p in providers),
     }
+
+
+def print_doctor(console: Console, report: dict[str, Any]) -> None:
+    table = Table(title="Model providers", title_justify="left")
+    for column in ("provider", "key", "address", "reachable", "detail"):
+        table.add_column(column)
+    for p in report["providers"]:
+        key = f"from {p['key_variable']}" if p["configured"] else f"not set ({p['key_variable']})"
+        reachable = {None: "-", True: "[green]yes[/]", False: "[red]no[/]"}[p["reachable"]]
+        table.add_row(p["provider"], key, p["base_url"] or "(default)", reachable, p["detail"])
+    console.print(table)
+    if report["scripted_model"]:
+        console.print(
+            "No provider is configured: every phase runs on the built-in [bold]scripted model[/], "
+            "which does the demo jobs only."
+        )
+    phases = Table(title="Models per phase (main → fallbacks)", title_justify="left")
+    phases.add_column("phase")
+    phases.add_column("routes")
+    for phase, routes in report["phases"].items():
+        phases.add_row(phase, routes)
+    console.print(phases)
+    sandbox = report["sandbox"]
+    mark = "[green]ok[/]" if sandbox["ok"] else "[red]unavailable[/]"
+    console.print(f"Sandbox: {mark} {sandbox['detail']}")

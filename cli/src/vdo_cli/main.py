@@ -3,6 +3,7 @@ the read models, back up, restore, export and import."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -29,6 +30,8 @@ from vdo_cli.client import (
     parse_routes,
     redact_url,
 )
+from vdo_cli.doctor import print_doctor
+from vdo_cli.doctor import report as doctor_report
 from vdo_cli.portability import register as register_portability
 from vdo_cli.replay import run_replay
 from vdo_cli.sandbox_cmd import sandbox_app
@@ -225,6 +228,21 @@ def replay(
     with _reporting_errors():
         url = database_url(_settings())
         raise typer.Exit(run_replay(url, make_console(), verify=verify, as_json=as_json))
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Which model providers are configured and reachable, which model each phase uses, and
+    which sandbox would run generated code. Keys are never shown, only where they were found."""
+    report = doctor_report(_settings())
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_doctor(make_console(), report)
+    if not report["ok"]:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()
