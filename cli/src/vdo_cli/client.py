@@ -186,6 +186,19 @@ def database_url(settings: Settings) -> str:
     )
 
 
+def nats_address(settings: Settings) -> str:
+    """VDO_NATS_URL, else the running embedded stack's NATS."""
+    if settings.nats_url:
+        return settings.nats_url
+    stack = read_stack_file(settings.home)
+    if stack is not None and stack.nats_url:
+        return stack.nats_url
+    raise ClientError(
+        "no NATS to read the live log from: VDO_NATS_URL is not set and no running stack was "
+        f"found (no {settings.home / STACK_FILE}); {START_HINT}"
+    )
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, so it can be shown or logged."""
     parts = urlsplit(url)

@@ -3,6 +3,7 @@ the read models, back up, restore, export and import."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -27,11 +28,13 @@ from vdo_cli.client import (
     SubmitJob,
     database_url,
     gateway_address,
+    nats_address,
     parse_routes,
     redact_url,
 )
 from vdo_cli.doctor import print_doctor
 from vdo_cli.doctor import report as doctor_report
+from vdo_cli.livelog import follow as follow_log
 from vdo_cli.portability import register as register_portability
 from vdo_cli.replay import run_replay
 from vdo_cli.sandbox_cmd import sandbox_app
@@ -151,6 +154,44 @@ def watch_command(
     """Follow a job live until it ends; exit 0 only if it completes."""
     with _reporting_errors(), _gateway(api) as gateway:
         _follow(gateway, job_id)
+
+
+@app.command("logs")
+def logs_command(
+    job_id: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="The job's id; every job's if left out.")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option("--for", min=0.1, help="Stop after this many seconds.")
+    ] = None,
+    api: Api = None,
+) -> None:
+    """Follow the live log: model replies as they stream in, sandbox output line by line. With a
+    job, stops when the job ends."""
+    with _reporting_errors(), _gateway(api) as gateway:
+        url = nats_address(_settings())
+
+        def finished() -> bool:
+            if job_id is None:
+                return False
+            return gateway.job(job_id).get("status") in ("completed", "failed", "cancelled")
+
+        if job_id is not None and finished():
+            typer.echo(f"job {job_id} has ended; its history: vdo show {job_id}")
+            return
+        typer.echo(f"following the live log of {job_id or 'every job'} (Ctrl-C to stop)", err=True)
+        try:
+            asyncio.run(
+                follow_log(
+                    url,
+                    job_id,
+                    lambda text: typer.echo(text, nl=False),
+                    finished=finished,
+                    seconds=seconds,
+                )
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @app.command()
