@@ -20,7 +20,7 @@ lint:
 	$(UV) run ruff check .
 
 typecheck:
-	$(UV) run mypy kernel/src models/src cli/src services/*/src bench conftest.py tests kernel/tests models/tests cli/tests services/gateway/tests services/projector/tests services/sandbox/tests
+	$(UV) run mypy kernel/src models/src cli/src services/*/src bench conftest.py tests kernel/tests models/tests cli/tests services/gateway/tests services/projector/tests services/sandbox/tests services/scheduler/tests
 
 unit: setup ## the fast tests only (no servers)
 	$(UV) run pytest kernel/tests/test_domain.py kernel/tests/test_blobs.py

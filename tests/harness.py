@@ -1,5 +1,6 @@
 """A whole running stack for tests: every service as its own process, supervised, on real
-NATS and PostgreSQL, driven through the gateway's HTTP API as a user would."""
+NATS and PostgreSQL, driven through the gateway's HTTP API as a user would (as its first admin:
+with the token VDO_ADMIN_TOKEN gives, unless a test asks for a generated one)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ import httpx
 
 from vdo_cli.embedded import free_port
 from vdo_cli.stack import ALL_SERVICES, Stack
+from vdo_kernel.bootstrap import read_token_file
 from vdo_kernel.settings import Settings
 
 # A job the built-in scripted model does for real (it refuses what is not one of its demos).
 WORD_COUNT = "a command-line word-count tool"
+# The first admin's token of every stack the tests start (unless one asks for a generated one):
+# the same everywhere, so a stack restored from another's backup answers to it too.
+ADMIN_TOKEN = "vdo_test-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass
@@ -37,8 +42,21 @@ class RunningStack:
     def nats_url(self) -> str:
         return self.stack.nats_url
 
-    def api(self) -> httpx.Client:
-        return httpx.Client(base_url=self.gateway_url, timeout=10)
+    @property
+    def token(self) -> str:
+        """The first admin's token: VDO_ADMIN_TOKEN's, or the one the first start kept."""
+        given = self.stack.settings.admin_token
+        token = given.get_secret_value() if given else read_token_file(self.stack.home)
+        assert token, f"no admin token for the stack in {self.stack.home}"
+        return token
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        """A client of the gateway, as the first admin (or with another token)."""
+        return httpx.Client(
+            base_url=self.gateway_url,
+            timeout=10,
+            headers={"Authorization": f"Bearer {token or self.token}"},
+        )
 
     def submit(self, title: str = "demo", description: str = WORD_COUNT, **extra: Any) -> str:
         with self.api() as api:
@@ -87,6 +105,7 @@ class RunningStack:
 
 
 TERMINAL_EVENTS = {"JobCompleted", "JobFailed", "JobCancelled"}
+QUEUE_ROOM = 64
 
 
 PROVIDER_VARIABLES = ("ANTHROPIC_", "OPENAI_", "GEMINI_", "GOOGLE_")
@@ -115,6 +134,11 @@ def start_stack(
         database_url=database_url,
         ack_wait_seconds=settings.pop("ack_wait_seconds", 3.0),
         log_format="json",
+        admin_token=settings.pop("admin_token", ADMIN_TOKEN),
+        # Room for every job a test submits at once (they are all the first admin's), unless a
+        # test of the queue sets its own limits.
+        max_running_jobs=settings.pop("max_running_jobs", QUEUE_ROOM),
+        max_running_jobs_per_user=settings.pop("max_running_jobs_per_user", QUEUE_ROOM),
         **settings,
     )
     stack = Stack(

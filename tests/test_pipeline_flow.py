@@ -31,7 +31,8 @@ def assert_one_event_per_step(events: list[dict[str, Any]], attempts: int = 1) -
 def test_a_job_reaches_completed_with_every_phase_in_order(running_stack: RunningStack) -> None:
     job_id = running_stack.submit("hello", WORD_COUNT)
     events = running_stack.wait_for(job_id)
-    expected: list[tuple[str, str | None]] = [("JobSubmitted", None)]
+    # Queued, then admitted by the scheduler (which names the step it makes due).
+    expected: list[tuple[str, str | None]] = [("JobSubmitted", None), ("JobAdmitted", "plan")]
     for step in STEPS:
         expected.append(("StepStarted", step))
         if step in AI_STEPS:  # one model call each, bracketed
@@ -55,7 +56,11 @@ def test_twenty_jobs_at_once_all_complete_with_one_event_per_step(
     running_stack: RunningStack,
 ) -> None:
     async def submit_all() -> list[str]:
-        async with httpx.AsyncClient(base_url=running_stack.gateway_url, timeout=30) as api:
+        async with httpx.AsyncClient(
+            base_url=running_stack.gateway_url,
+            timeout=30,
+            headers={"Authorization": f"Bearer {running_stack.token}"},
+        ) as api:
             responses = await asyncio.gather(
                 *(
                     api.post("/api/jobs", json={"title": f"job {i}", "description": WORD_COUNT})

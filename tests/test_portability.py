@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from tests.harness import WORD_COUNT, RunningStack, start_stack
+from tests.harness import ADMIN_TOKEN, WORD_COUNT, RunningStack, start_stack
 from typer.testing import CliRunner
 
 from vdo_cli.main import app
@@ -109,8 +109,9 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
             store.save(job)
         finally:
             store.close()
-        # Two jobs nobody has started on: one waits for the (frozen) planner, one is cancelled.
-        source.stack.kill("planner", signal.SIGSTOP)
+        # Two jobs nobody has started on: one waits in the queue (the scheduler is frozen), one
+        # is cancelled there.
+        source.stack.kill("scheduler", signal.SIGSTOP)
         queued = source.submit("queued")
         cancelled = source.submit("cancelled")
         store = JobStore(source.database_url, pool_size=1)
@@ -138,7 +139,7 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
         source_rows = rows(source.database_url)
     finally:
         source.stack.kill("builder", signal.SIGCONT)
-        source.stack.kill("planner", signal.SIGCONT)
+        source.stack.kill("scheduler", signal.SIGCONT)
 
     home = tmp_path / "restored"
     said = vdo("restore", str(bundle), home=home, database_url=second_database, nats_url=nats_url)
@@ -156,7 +157,7 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
         history = restored.wait_for(halfway)
         assert history[len(source_history[halfway])]["type"] == "StepResumed"
         assert history[-1]["type"] == "JobCompleted"
-        # The queued job is picked up; the finished ones stay as they ended.
+        # The queued job is admitted there and runs; the finished ones stay as they ended.
         assert restored.wait_for(queued)[-1]["type"] == "JobCompleted"
         assert restored.job(failed)["status"] == "failed"
         assert restored.job(cancelled)["status"] == "cancelled"
@@ -167,6 +168,15 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
             assert all(blobs.get(d) for d in referenced_digests(events, blobs))
         with restored.api() as api:
             assert api.get("/api/jobs").json()["total"] == 6
+            # The source's admin and its token came with the backup (the token as a digest):
+            # the restored deployment answers to it, and made no admin of its own.
+            me = api.get("/api/me").json()
+            assert (me["name"], me["role"], me["token"]["name"]) == (
+                "admin",
+                "admin",
+                "VDO_ADMIN_TOKEN",
+            )
+        assert not any(ADMIN_TOKEN.encode() in bytes(row[4]) for row in rows(second_database))
     finally:
         restored.stack.stop()
 
@@ -182,9 +192,10 @@ def test_a_migration_by_export_and_import_loses_and_repeats_nothing(
     def into_target(*args: str, ok: bool = True) -> str:
         return vdo(*args, home=target_home, database_url=second_database, ok=ok)
 
-    # A job that passes first time: submitted, then each of the six steps started and finished,
-    # the four AI steps with one model call each (started and finished), then completed.
-    job_events = 1 + 6 * 2 + 4 * 2 + 1
+    # A job that passes first time: submitted, admitted, then each of the six steps started and
+    # finished, the four AI steps with one model call each (started and finished), then
+    # completed.
+    job_events = 1 + 1 + 6 * 2 + 4 * 2 + 1
     source.wait_for(source.submit("before the move"))
     vdo("backup", "--out", str(tmp_path / "b0.tar.gz"), home=source_home)
     into_target("restore", str(tmp_path / "b0.tar.gz"))

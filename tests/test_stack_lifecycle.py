@@ -1,4 +1,5 @@
-"""`vdo up` as a user runs it: starts everything, stops cleanly on Ctrl-C, keeps every job."""
+"""`vdo up` as a user runs it: starts everything (the first time, the first admin, its token
+printed once), stops cleanly on Ctrl-C, keeps every job."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from vdo_cli.embedded import free_port
 
 def start(home: Path, port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "VDO_HOME": str(home), "VDO_PORT": str(port), "VDO_LOG_FORMAT": "json"}
-    env.pop("VDO_DATABASE_URL", None)
-    env.pop("VDO_NATS_URL", None)
+    for name in ("VDO_DATABASE_URL", "VDO_NATS_URL", "VDO_ADMIN_TOKEN", "VDO_AUTH"):
+        env.pop(name, None)
     return subprocess.Popen(
         [sys.executable, "-m", "vdo_cli.main", "up"],
         env=env,
@@ -87,6 +88,11 @@ def run_once_and_stop(api: httpx.Client, home: Path, port: int) -> str:
         wait_healthy(api, first)
         # It names the database (and any password in its URL): the owner's alone.
         assert (home / "stack.json").stat().st_mode & 0o777 == 0o600
+        # The first start made the first admin, and keeps its token for the owner alone.
+        assert (home / "admin-token").stat().st_mode & 0o777 == 0o600
+        token = (home / "admin-token").read_text().strip()
+        assert api.get("/api/jobs").status_code == 401
+        api.headers["Authorization"] = f"Bearer {token}"
         response = api.post("/api/jobs", json={"title": "kept", "description": WORD_COUNT})
         assert response.status_code == 201
         job_id: str = response.json()["id"]
@@ -96,6 +102,8 @@ def run_once_and_stop(api: httpx.Client, home: Path, port: int) -> str:
     for service in ("relay", "projector", "planner", "builder", "tester", "reviewer", "sandbox"):
         assert f"{service:<10}|" in output, f"no output from {service}"
     assert "stack     | stopped" in output
+    assert output.count(token) == 1, "the admin token is printed once, at the first start"
+    assert f"it is kept in {home / 'admin-token'}" in output
     time.sleep(0.5)
     assert processes_under(home) == [], "something was left running after Ctrl-C"
     assert not (home / "stack.json").exists()
@@ -115,7 +123,10 @@ def restart_and_find_it(api: httpx.Client, home: Path, port: int, job_id: str) -
         wait_status(api, response.json()["id"], "completed")
         assert [e["position"] for e in events] == sorted(e["position"] for e in events)
     finally:
-        stop(second)
+        output = stop(second)
+    token = (home / "admin-token").read_text().strip()
+    assert token not in output, "a restart does not show the admin token again"
+    assert f"the admin token is kept in {home / 'admin-token'}" in output
     assert processes_under(home) == []
 
 

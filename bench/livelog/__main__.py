@@ -69,6 +69,7 @@ async def run(calls: int, deltas: int, home: Path) -> None:
             for _ in range(calls):
                 fake.push("openai", Reply(text=text, deltas=deltas, delta_delay=0.002))
                 job = Job.submit(title="bench", description="live log latency")
+                job.admit(by="scheduler", causation_id="test")
                 due = job.is_due(Step.PLAN)
                 assert due is not None
                 job.start_step(due, worker="bench", causation_id="bench")

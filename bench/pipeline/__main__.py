@@ -200,7 +200,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vdo-bench-") as home:
-        settings = Settings(home=Path(home), port=free_port(), log_level="WARNING")
+        settings = Settings(
+            home=Path(home),
+            port=free_port(),
+            log_level="WARNING",
+            # The pipeline's throughput, not the queue's limits: every job may run at once.
+            max_running_jobs=max(args.jobs, 1),
+            max_running_jobs_per_user=max(args.jobs, 1),
+        )
         stack = Stack(settings, echo=None)
         stack.start()
         try:

@@ -57,6 +57,7 @@ def finished_job(blobs: BlobStore, n: int) -> Job:
     """A job through every step, with per-job blobs (plan, code) and shared ones (tests,
     outputs), as the scripted services write them."""
     job = Job.submit(title=f"bench job {n}", description="a FastAPI todo API with tests")
+    job.admit(by="scheduler", causation_id="test")
     while (due := job.due()) is not None:
         job.start_step(due, worker="bench", causation_id=str(n))
         artifacts: dict[str, str]

@@ -41,6 +41,7 @@ def history(rng: random.Random, number: int) -> Job:
         description="a FastAPI todo API with SQLite and tests; " * rng.randint(1, 5),
         max_attempts=rng.randint(1, 3),
     )
+    job.admit(by="scheduler", causation_id="test")
     ending = rng.random()
     if ending < 0.05:
         job.cancel(reason="not needed any more", by="bench", causation_id="bench")

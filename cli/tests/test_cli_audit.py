@@ -70,6 +70,7 @@ def retried(database_url: str) -> str:
             max_attempts=2,
             submitted_by="ciso@example.com",
         )
+        job.admit(by="scheduler", causation_id="test")
         store.save(job)
         run_step(store, job.id, Outcome.OK, "three endpoints", artifacts={"plan": PLAN})
         run_step(store, job.id, Outcome.OK, "wrote app.py", artifacts={"files": FILES_1})
@@ -125,6 +126,7 @@ def test_audit_of_a_failed_and_a_cancelled_job(runner: CliRunner, database_url: 
     store = JobStore(database_url, pool_size=1)
     try:
         failed = Job.submit(title="failing", description="x")
+        failed.admit(by="scheduler", causation_id="test")
         due = failed.due()
         assert due is not None
         failed.start_step(due, worker="planner", causation_id="test")
@@ -189,6 +191,7 @@ def fallen_back(database_url: str) -> str:
             budget_usd=2.5,
             routes={"planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"]},
         )
+        job.admit(by="scheduler", causation_id="test")
         due = job.is_due(Step.PLAN)
         assert due is not None
         job.start_step(due, worker="planner@host:1", causation_id="test")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -27,9 +28,15 @@ class Stack(Protocol):
     @property
     def gateway_url(self) -> str: ...
 
+    @property
+    def token(self) -> str: ...
+
 
 def vdo(stack: Stack, *args: str, **env: Any) -> Result:
-    return CliRunner().invoke(app, [*args, "--api", stack.gateway_url], env=env or None)
+    """`vdo ARGS --api <the stack's>`, as the stack's first admin unless `env` says otherwise."""
+    return CliRunner().invoke(
+        app, [*args, "--api", stack.gateway_url], env={"VDO_TOKEN": stack.token, **env}
+    )
 
 
 def one_line(text: str) -> str:
@@ -183,7 +190,26 @@ def test_values_the_gateway_refuses_are_shown_clearly(
     assert "Traceback" not in result.output
 
 
-def test_a_token_in_the_environment_does_not_get_in_the_way(running_stack: Stack) -> None:
-    result = vdo(running_stack, "jobs", VDO_TOKEN="a-token")
+def test_a_wrong_token_is_a_clear_error_that_says_where_it_came_from(
+    running_stack: Stack,
+) -> None:
+    result = vdo(running_stack, "jobs", VDO_TOKEN="vdo_" + "x" * 43)
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == EXIT_FAILED, result.output
+    output = one_line(result.output)
+    assert "authentication required" in output
+    assert "token sent: VDO_TOKEN" in output
+    assert "x" * 43 not in result.output
+    assert "Traceback" not in result.output
+
+
+def test_without_a_token_the_error_says_where_one_is_looked_for(
+    running_stack: Stack, tmp_path: Path
+) -> None:
+    result = vdo(running_stack, "jobs", VDO_TOKEN="", VDO_HOME=str(tmp_path))
+
+    assert result.exit_code == EXIT_FAILED, result.output
+    output = one_line(result.output)
+    assert "authentication required" in output
+    assert "VDO_TOKEN is not set" in output
+    assert "admin-token" in output

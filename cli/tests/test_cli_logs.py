@@ -33,7 +33,7 @@ def slow_stack(
 def test_the_live_log_shows_model_replies_and_sandbox_output(slow_stack: RunningStack) -> None:
     job_id = slow_stack.submit("wc logs", WORD_COUNT)
     results: list[Result] = []
-    env = {"VDO_HOME": str(slow_stack.stack.home)}
+    env = {"VDO_HOME": str(slow_stack.stack.home), "VDO_TOKEN": slow_stack.token}
     watcher = threading.Thread(
         target=lambda: results.append(
             CliRunner().invoke(app, ["logs", job_id, "--api", slow_stack.gateway_url], env=env)
@@ -60,7 +60,7 @@ def test_logs_of_an_ended_job_point_to_its_history(
     result = CliRunner().invoke(
         app,
         ["logs", job_id, "--api", slow_stack.gateway_url],
-        env={"VDO_HOME": str(slow_stack.stack.home)},
+        env={"VDO_HOME": str(slow_stack.stack.home), "VDO_TOKEN": slow_stack.token},
     )
     assert result.exit_code == 0
     assert f"vdo show {job_id}" in result.output

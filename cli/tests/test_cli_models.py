@@ -12,11 +12,14 @@ from uuid import UUID
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
+from tests.harness import ADMIN_TOKEN
 from typer.testing import CliRunner, Result
 
 from vdo_cli.embedded import free_port
 from vdo_cli.main import EXIT_FAILED, app
 from vdo_gateway.app import create_app
+from vdo_kernel.bootstrap import TOKEN_FILE, write_secret
 from vdo_kernel.domain import Outcome, Step
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
@@ -33,7 +36,15 @@ def gateway_url(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VDO_HOME", str(tmp_path / "home"))
     port = free_port()
-    settings = Settings(database_url=database_url, nats_url=nats_url, home=tmp_path / "gw")
+    # The CLI finds the first admin's token where `vdo up` keeps it (VDO_HOME/admin-token).
+    monkeypatch.delenv("VDO_ADMIN_TOKEN", raising=False)
+    write_secret(tmp_path / "home" / TOKEN_FILE, ADMIN_TOKEN + "\n")
+    settings = Settings(
+        database_url=database_url,
+        nats_url=nats_url,
+        home=tmp_path / "gw",
+        admin_token=SecretStr(ADMIN_TOKEN),
+    )
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_config=None, ws="none"
     )
@@ -57,6 +68,11 @@ def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
     projection = Projection(database_url, store)
     yield projection
     projection.close()
+
+
+# What the store holds before any command: the first admin and its token, which the gateway makes
+# when it starts with VDO_ADMIN_TOKEN.
+FIRST_ADMIN_EVENTS = 2
 
 
 def vdo(url: str, *args: str) -> Result:
@@ -110,7 +126,7 @@ def test_a_model_option_that_cannot_be_a_route_is_a_usage_error(
     output = one_line(result.output.replace("│", " "))
     assert "Invalid value for '--model'" in output
     assert message in output
-    assert store.max_position() == 0
+    assert store.max_position() == FIRST_ADMIN_EVENTS
 
 
 def test_a_route_the_gateway_refuses_is_shown_clearly(gateway_url: str, store: JobStore) -> None:
@@ -120,7 +136,7 @@ def test_a_route_the_gateway_refuses_is_shown_clearly(gateway_url: str, store: J
     output = one_line(result.output)
     assert output.startswith("error: field 'routes.tester.0': the provider must be one of")
     assert "Traceback" not in result.output
-    assert store.max_position() == 0
+    assert store.max_position() == FIRST_ADMIN_EVENTS
 
 
 def test_show_gives_the_cost_and_the_model_calls(
@@ -130,6 +146,7 @@ def test_show_gives_the_cost_and_the_model_calls(
     assert submitted.exit_code == 0, submitted.output
     job_id = UUID(submitted.output.strip())
     job = store.get(job_id)
+    job.admit(by="scheduler", causation_id="test")
     due = job.is_due(Step.PLAN)
     assert due is not None
     job.start_step(due, worker="planner@host:1", causation_id="test")

@@ -34,6 +34,7 @@ def projected(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     try:
         for title in ("todo api", "blog", "cli tool"):
             job = Job.submit(title=title, description="something useful", max_attempts=2)
+            job.admit(by="scheduler", causation_id="test")
             for outcome in (Outcome.OK, Outcome.OK, Outcome.OK, Outcome.FAILED, Outcome.OK):
                 due = job.due()
                 assert due is not None
@@ -94,7 +95,8 @@ def test_verify_reports_a_missing_and_an_extra_row(runner: CliRunner, projected:
         projected,
         "INSERT INTO vdo_read.jobs SELECT gen_random_uuid(), title, description, status, phase, "
         "step, attempt, max_attempts, budget_usd, cost_usd, routes, submitted_by, created_at, "
-        "updated_at, started_at, finished_at, finished_reason, version, last_position "
+        "updated_at, started_at, finished_at, finished_reason, version, last_position, "
+        "priority, queued_position "
         f"FROM vdo_read.jobs WHERE id = '{job_id}'",
     )
 
@@ -119,7 +121,7 @@ def test_replay_without_verify_rebuilds_the_read_models(runner: CliRunner, proje
     result = runner.invoke(app, ["replay"])
 
     assert result.exit_code == 0, result.output
-    assert "replayed 36 events" in result.output
+    assert "replayed 39 events" in result.output
     assert runner.invoke(app, ["replay", "--verify"]).exit_code == 0
 
 

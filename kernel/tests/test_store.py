@@ -17,8 +17,16 @@ def submit(store: JobStore) -> Job:
     return job
 
 
+def admitted(store: JobStore) -> Job:
+    """A job submitted and let run by the queue (two events)."""
+    job = Job.submit(title="t", description="d")
+    job.admit(by="scheduler", causation_id="test")
+    store.save(job)
+    return job
+
+
 def test_positions_are_gapless_even_after_a_rejected_write(store: JobStore) -> None:
-    job = submit(store)
+    job = admitted(store)
     stale = store.get(job.id)
     fresh = store.get(job.id)
     due = fresh.due()
@@ -29,7 +37,7 @@ def test_positions_are_gapless_even_after_a_rejected_write(store: JobStore) -> N
     with pytest.raises(ConcurrencyError):
         store.save(stale)
     submit(store)
-    assert [e.position for e in store.read(0)] == [1, 2, 3]
+    assert [e.position for e in store.read(0)] == [1, 2, 3, 4]
 
 
 def test_concurrent_writers_get_distinct_ordered_positions(store: JobStore) -> None:
@@ -41,7 +49,7 @@ def test_concurrent_writers_get_distinct_ordered_positions(store: JobStore) -> N
 
 
 def test_a_tracked_message_is_written_once(store: JobStore) -> None:
-    job = submit(store)
+    job = admitted(store)
     due = job.due()
     assert due is not None
     job.start_step(due, worker="w", causation_id="1")
@@ -79,7 +87,7 @@ def test_an_unknown_job_is_not_found(store: JobStore) -> None:
 
 def test_handled_means_exactly_that_message_not_an_earlier_one(store: JobStore) -> None:
     # Competing replicas finish messages out of order: position 7 done says nothing about 5.
-    first, second = submit(store), submit(store)
+    first, second = admitted(store), admitted(store)
     for job, position in ((first, 7), (second, 9)):
         due = job.due()
         assert due is not None

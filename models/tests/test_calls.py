@@ -30,6 +30,7 @@ ROUTE = Route("openai", "gpt-4.1")
 
 def planning_job(store: JobStore, budget: float = 1.0) -> Job:
     job = Job.submit(title="calls", description="a command-line word-count tool", budget_usd=budget)
+    job.admit(by="scheduler", causation_id="test")
     due = job.is_due(Step.PLAN)
     assert due is not None
     job.start_step(due, worker="test", causation_id="1")
@@ -143,7 +144,11 @@ async def test_a_call_that_could_exceed_the_budget_is_not_made(
     with pytest.raises(BudgetExceededError, match=r"budget exceeded: .*\$0\.0080"):
         await step_calls(store, job, models, blobs, settings).ask(request(), SCHEMA)
     assert fake.requests() == []
-    assert [e.type for e in store.job_events(job.id)] == ["JobSubmitted", "StepStarted"]
+    assert [e.type for e in store.job_events(job.id)] == [
+        "JobSubmitted",
+        "JobAdmitted",
+        "StepStarted",
+    ]
 
 
 async def test_the_daily_cap_covers_every_job(

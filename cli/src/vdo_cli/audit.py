@@ -278,7 +278,16 @@ def describe(event: StoredJobEvent) -> str:
             return (
                 f"submitted by {data.get('submitted_by')}: {data.get('title')!r} "
                 f"(at most {data.get('max_attempts')} attempts, budget ${data.get('budget_usd')}, "
-                f"models: {routes_text(data.get('routes'))})"
+                f"models: {routes_text(data.get('routes'))}, priority {data.get('priority')})"
+            )
+        case "JobAdmitted":
+            return f"admitted by {data.get('by')}: {step} is due"
+        case "JobRetried":
+            return (
+                f"retried by {data.get('by')} from {data.get('from_step')}: attempt "
+                f"{data.get('attempt')} (reusing attempt {data.get('reused_attempt')}'s earlier "
+                f"steps, at most {data.get('max_attempts')} attempts, priority "
+                f"{data.get('priority')}); feedback: {data.get('feedback')}"
             )
         case "ModelCallStarted":
             note = f": {data.get('note')}" if data.get("note") else ""

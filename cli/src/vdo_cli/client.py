@@ -1,8 +1,10 @@
-"""HTTP client for the gateway's REST API, and where the CLI finds a running stack's addresses."""
+"""HTTP client for the gateway's REST API, where the CLI finds a running stack's addresses, and
+which API token it sends."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from vdo_kernel.bootstrap import read_token_file, token_file
 from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.settings import Settings
 
@@ -53,21 +56,55 @@ class GatewayAddress:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """The token the CLI sends, and where it came from (said when the gateway refuses it)."""
+
+    value: str | None
+    source: str
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     address: GatewayAddress
     token: str | None = None
     timeout_seconds: float = 10.0
+    # Where the token came from, for the message when the gateway refuses it.
+    token_source: str = ""
+
+
+def api_token(settings: Settings, environ: dict[str, str] | None = None) -> ApiToken:
+    """VDO_TOKEN first, then VDO_ADMIN_TOKEN, then the first admin's token that `vdo up` keeps
+    in ``<VDO_HOME>/admin-token``. (Never a command-line option: that would show in the process
+    list and the shell's history.)"""
+    env = dict(os.environ if environ is None else environ)
+    if env.get("VDO_TOKEN"):
+        return ApiToken(env["VDO_TOKEN"].strip(), "VDO_TOKEN")
+    if settings.admin_token is not None:
+        return ApiToken(settings.admin_token.get_secret_value(), "VDO_ADMIN_TOKEN")
+    kept = read_token_file(settings.home)
+    if kept is not None:
+        return ApiToken(kept, str(token_file(settings.home)))
+    return ApiToken(
+        None,
+        f"no token: VDO_TOKEN is not set and there is no {token_file(settings.home)} (which "
+        "`vdo up` writes at a deployment's first start)",
+    )
 
 
 @dataclass(frozen=True)
 class SubmitJob:
-    title: str
-    description: str
+    # None: the template's (a job needs both, from the command or from its template).
+    title: str | None
+    description: str | None
     # None leaves the choice to the gateway (its configured defaults).
     max_attempts: int | None = None
     budget_usd: float | None = None
     # Model routes by AI phase (planner, builder, tester, reviewer): the first, then fallbacks.
     routes: dict[str, list[str]] | None = None
+    # Its place in the queue: 0 to 9, higher first (None: the gateway's default).
+    priority: int | None = None
+    # A template (its id or name) that fills in what the command leaves out.
+    template: str | None = None
 
 
 def parse_routes(values: list[str]) -> dict[str, list[str]]:
@@ -240,14 +277,36 @@ class Gateway:
         return self._config.address.url
 
     def submit(self, command: SubmitJob) -> JSON:
-        body: JSON = {"title": command.title, "description": command.description}
+        body: JSON = {}
+        if command.title is not None:
+            body["title"] = command.title
+        if command.description is not None:
+            body["description"] = command.description
+        if command.template is not None:
+            body["template"] = command.template
         if command.max_attempts is not None:
             body["max_attempts"] = command.max_attempts
         if command.budget_usd is not None:
             body["budget_usd"] = command.budget_usd
         if command.routes:
             body["routes"] = command.routes
+        if command.priority is not None:
+            body["priority"] = command.priority
         return _object(self._request("POST", "/api/jobs", json=body))
+
+    def cancel(self, job_id: str, reason: str | None = None) -> JSON:
+        body: JSON = {} if reason is None else {"reason": reason}
+        return _object(self._request("POST", f"/api/jobs/{_segment(job_id)}/cancel", json=body))
+
+    def retry(
+        self, job_id: str, start: str, *, reason: str | None = None, priority: int | None = None
+    ) -> JSON:
+        body: JSON = {"from": start}
+        if reason:
+            body["reason"] = reason
+        if priority is not None:
+            body["priority"] = priority
+        return _object(self._request("POST", f"/api/jobs/{_segment(job_id)}/retry", json=body))
 
     def jobs(self, query: JobQuery) -> JobPage:
         params: dict[str, str | int] = {"limit": query.limit, "offset": query.offset}
@@ -279,6 +338,61 @@ class Gateway:
         # Bare, as {"items": [...]} or as {"job_id": ..., "events": [...]}.
         key = "events" if isinstance(answer, dict) and "events" in answer else "items"
         return _items(answer, key)
+
+    # ---- templates --------------------------------------------------------------------
+
+    def templates(self, *, limit: int, offset: int = 0, builtin: bool | None = None) -> JobPage:
+        params: dict[str, str | int] = {"limit": limit, "offset": offset}
+        if builtin is not None:
+            params["builtin"] = "true" if builtin else "false"
+        answer = self._request("GET", "/api/templates", params=params)
+        items = _items(answer)
+        total = answer.get("total") if isinstance(answer, dict) else None
+        return JobPage(items=items, total=total if isinstance(total, int) else len(items))
+
+    def template(self, ref: str) -> JSON:
+        return _object(self._request("GET", f"/api/templates/{_segment(ref)}"))
+
+    def create_template(self, body: JSON) -> JSON:
+        return _object(self._request("POST", "/api/templates", json=body))
+
+    def delete_template(self, ref: str) -> None:
+        self._request("DELETE", f"/api/templates/{_segment(ref)}")
+
+    # ---- accounts ---------------------------------------------------------------------
+
+    def me(self) -> JSON:
+        return _object(self._request("GET", "/api/me"))
+
+    def users(self) -> list[JSON]:
+        return _items(self._request("GET", "/api/users"))
+
+    def add_user(self, name: str, role: str) -> JSON:
+        return _object(self._request("POST", "/api/users", json={"name": name, "role": role}))
+
+    def set_role(self, name: str, role: str) -> JSON:
+        return _object(self._request("PATCH", f"/api/users/{_segment(name)}", json={"role": role}))
+
+    def tokens(self, *, user: str | None = None, revoked: bool = True) -> list[JSON]:
+        params: dict[str, str] = {"revoked": "true" if revoked else "false"}
+        if user:
+            params["user"] = user
+        return _items(self._request("GET", "/api/tokens", params=params))
+
+    def create_token(
+        self, *, user: str | None = None, name: str | None = None, expires_in_days: int | None
+    ) -> JSON:
+        body: JSON = {}
+        if user:
+            body["user"] = user
+        if name:
+            body["name"] = name
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        return _object(self._request("POST", "/api/tokens", json=body))
+
+    def revoke_token(self, token_id: str) -> JSON:
+        return _object(self._request("DELETE", f"/api/tokens/{_segment(token_id)}"))
 
     def accepts_query(self, path: str, name: str) -> bool:
         """Whether the gateway's OpenAPI schema lists query parameter ``name`` for a GET on
@@ -321,7 +435,12 @@ class Gateway:
         except httpx.InvalidURL as exc:
             raise ClientError(f"{url} is not a valid gateway URL: {exc}") from exc
         if response.is_error:
-            raise ApiError(response.status_code, _error_detail(response))
+            detail = _error_detail(response)
+            if response.status_code == 401 and self._config.token_source:
+                detail = f"{detail} (token sent: {self._config.token_source})"
+            raise ApiError(response.status_code, detail)
+        if response.status_code == 204:
+            return None  # done, nothing to say (a deletion)
         try:
             return response.json()
         except ValueError as exc:

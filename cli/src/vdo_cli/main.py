@@ -1,11 +1,11 @@
-"""The `vdo` command: start the stack, submit and follow jobs, list and inspect them, rebuild
-the read models, back up, restore, export and import."""
+"""The `vdo` command: start the stack, submit and follow jobs, list and inspect them, manage
+users and tokens and job templates, rebuild the read models, back up, restore, export and
+import."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
+from vdo_cli.accounts import register as register_accounts
 from vdo_cli.audit import load as load_audit
 from vdo_cli.audit import render as render_audit
 from vdo_cli.client import (
@@ -26,6 +27,7 @@ from vdo_cli.client import (
     GatewayUnreachable,
     JobQuery,
     SubmitJob,
+    api_token,
     database_url,
     gateway_address,
     nats_address,
@@ -38,10 +40,11 @@ from vdo_cli.livelog import follow as follow_log
 from vdo_cli.portability import register as register_portability
 from vdo_cli.replay import run_replay
 from vdo_cli.sandbox_cmd import sandbox_app
+from vdo_cli.templates import register as register_templates
 from vdo_cli.views import history_table, job_detail, jobs_table, make_console, phases_table
 from vdo_cli.watch import cost_line, watch_job
 from vdo_kernel import logs
-from vdo_kernel.domain import Status
+from vdo_kernel.domain import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, Status
 from vdo_kernel.settings import Settings
 
 # 1: the job did not complete, or the gateway refused the request. 2 is a usage error (typer).
@@ -96,10 +99,34 @@ def up() -> None:
 
 @app.command()
 def submit(
-    title: Annotated[str, typer.Argument(help="A short name for the job.")],
+    title: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TITLE",
+            help="A short name for the job (default: the template's).",
+            show_default=False,
+        ),
+    ] = None,
     description: Annotated[
-        str, typer.Argument(help="What to build, in plain language; `-` reads it from stdin.")
-    ],
+        str | None,
+        typer.Argument(
+            metavar="DESCRIPTION",
+            help="What to build, in plain language; `-` reads it from stdin (default: the "
+            "template's).",
+            show_default=False,
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            "-t",
+            metavar="NAME",
+            help="A template (its name or id; `vdo templates list`) whose fields fill in what "
+            "the command leaves out.",
+            show_default=False,
+        ),
+    ] = None,
     max_attempts: Annotated[
         int | None,
         typer.Option(help="Build/test/review rounds before giving up (default: the gateway's)."),
@@ -120,6 +147,15 @@ def submit(
             "left out uses the deployment's models.",
         ),
     ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            min=PRIORITY_MIN,
+            max=PRIORITY_MAX,
+            help=f"Its place in the queue, {PRIORITY_MIN} to {PRIORITY_MAX}: higher runs first, "
+            f"first come first served within a priority (default: {DEFAULT_PRIORITY}).",
+        ),
+    ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Follow the job live until it ends.")
     ] = False,
@@ -130,10 +166,21 @@ def submit(
         routes = parse_routes(model or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--model'") from None
+    if template is None and (title is None or description is None):
+        raise typer.BadParameter(
+            "give a TITLE and a DESCRIPTION, or a --template that gives them",
+            param_hint="'TITLE DESCRIPTION'",
+        )
     if description == "-":
         description = sys.stdin.read()
     command = SubmitJob(
-        title, description, max_attempts=max_attempts, budget_usd=budget, routes=routes or None
+        title,
+        description,
+        max_attempts=max_attempts,
+        budget_usd=budget,
+        routes=routes or None,
+        priority=priority,
+        template=template,
     )
     with _reporting_errors(), _gateway(api) as gateway:
         job = gateway.submit(command)
@@ -195,12 +242,64 @@ def logs_command(
 
 
 @app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    reason: Annotated[
+        str | None, typer.Option(help="Why, for the job's history.", show_default=False)
+    ] = None,
+    api: Api = None,
+) -> None:
+    """Cancel a queued or running job: it leaves the queue, or the work in hand is stopped."""
+    with _reporting_errors(), _gateway(api) as gateway:
+        job = gateway.cancel(job_id, reason)
+        typer.echo(f"{job.get('id', job_id)} {job.get('status', 'cancelled')}")
+
+
+@app.command()
+def retry(
+    job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")],
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="PHASE",
+            help="Where the new attempt starts: a phase (planning, building, testing, "
+            "reviewing, sandboxing) or a step (e.g. run_tests); the steps before it keep the "
+            "last attempt's results.",
+        ),
+    ],
+    reason: Annotated[
+        str | None,
+        typer.Option(help="What to do differently (the builder is told).", show_default=False),
+    ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(
+            min=PRIORITY_MIN, max=PRIORITY_MAX, help="Its priority from now on (default: its own)."
+        ),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow the job live until it ends.")
+    ] = False,
+    api: Api = None,
+) -> None:
+    """Retry a completed, failed or cancelled job from a phase: a new attempt, queued again."""
+    with _reporting_errors(), _gateway(api) as gateway:
+        job = gateway.retry(job_id, start, reason=reason, priority=priority)
+        place = job.get("queue_position")
+        queued = f", #{place} in the queue" if isinstance(place, int) else ""
+        typer.echo(f"{job.get('id', job_id)} attempt {job.get('attempt', '?')} queued{queued}")
+        if watch:
+            _follow(gateway, job_id)
+
+
+@app.command()
 def jobs(
     status: Annotated[Status | None, typer.Option(help="Only jobs in this status.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many jobs.")] = 20,
     api: Api = None,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first (with --status queued: the queue, in the order jobs will run)."""
     query = JobQuery(status=status.value if status else None, limit=limit)
     with _reporting_errors(), _gateway(api) as gateway:
         page = gateway.jobs(query)
@@ -319,10 +418,13 @@ def _follow(gateway: Gateway, job_id: str) -> None:
 
 @contextmanager
 def _gateway(api: str | None) -> Iterator[Gateway]:
-    # The token is read here and not taken as an option, so it never shows in shell history
-    # or in the process list.
-    token = os.environ.get("VDO_TOKEN") or None
-    config = GatewayConfig(address=gateway_address(api, _settings()), token=token)
+    # The token comes from the environment or a file, never an option, so it never shows in
+    # shell history or in the process list.
+    settings = _settings()
+    token = api_token(settings)
+    config = GatewayConfig(
+        address=gateway_address(api, settings), token=token.value, token_source=token.source
+    )
     with Gateway(config) as gateway:
         yield gateway
 
@@ -370,6 +472,10 @@ def _summary(values: Mapping[str, object]) -> Table:
 
     add("", values)
     return table
+
+
+register_accounts(app, _gateway, _reporting_errors)
+register_templates(app, _gateway, _reporting_errors)
 
 
 if __name__ == "__main__":

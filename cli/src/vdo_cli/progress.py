@@ -82,6 +82,23 @@ class JobProgress:
         self.max_attempts = _int(data.get("max_attempts"))
         self.budget_usd = _float(data.get("budget_usd"))
 
+    def _admitted(self, data: JSON) -> None:
+        self.status = Status.RUNNING
+
+    def _retried(self, data: JSON) -> None:
+        # Queued again; the phases from the retry's step on run again, the others are reused.
+        self.status = Status.QUEUED
+        self.attempt = _int(data.get("attempt")) or self.attempt + 1
+        self.max_attempts = _int(data.get("max_attempts")) or self.max_attempts
+        self.finished_reason = None
+        start = _step(data | {"step": data.get("from_step")})
+        if start is None:
+            return
+        again = {STEP_PHASE[step] for step in PIPELINE[PIPELINE.index(start) :]}
+        for phase in again:
+            self.phases[phase].state = PhaseState.PENDING
+            self.phases[phase].note = ""
+
     def _attempt_started(self, data: JSON) -> None:
         self.attempt = _int(data.get("attempt")) or self.attempt + 1
         # Planning is done once; every other phase runs again with the feedback.
@@ -176,6 +193,8 @@ class JobProgress:
 
 _HANDLERS = {
     "JobSubmitted": JobProgress._submitted,
+    "JobAdmitted": JobProgress._admitted,
+    "JobRetried": JobProgress._retried,
     "AttemptStarted": JobProgress._attempt_started,
     "StepStarted": JobProgress._step_started,
     "StepResumed": JobProgress._step_resumed,
@@ -206,6 +225,15 @@ def describe(event: JSON) -> str:
             return _clip(
                 f"submitted: {data.get('title', '')} (up to {data.get('max_attempts', '?')} "
                 f"attempts, budget ${data.get('budget_usd', '?')})"
+            )
+        case "JobAdmitted":
+            return f"admitted: its turn in the queue came ({phase}: {step} due, attempt {attempt})"
+        case "JobRetried":
+            reason = str(data.get("reason", "")).strip()
+            return _clip(
+                f"retried by {data.get('by', '?')} from {data.get('from_step', '?')} "
+                f"(attempt {attempt}, priority {data.get('priority', '?')}): back in the queue"
+                + (f": {reason}" if reason else "")
             )
         case "AttemptStarted":
             return _clip(f"attempt {attempt} started: {data.get('reason', '')}")

@@ -4,12 +4,17 @@ set), then every service as its own supervised process, with their output merged
 A service that exits unexpectedly is restarted (and the supervisor says so); Ctrl-C stops the
 services first, then the servers. While the stack runs, `<VDO_HOME>/stack.json` says where its
 parts listen, for the CLI.
+
+With authentication on, the first start of a deployment makes its first admin and a token
+(`vdo_kernel.bootstrap`) before any service starts, prints the token once and keeps it in
+`<VDO_HOME>/admin-token` (mode 0600) for the CLI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -31,6 +36,7 @@ from vdo_kernel.settings import Settings
 SERVICE_MODULES: dict[str, str] = {
     "relay": "vdo_kernel.relay",
     "projector": "vdo_projector",
+    "scheduler": "vdo_scheduler",
     "planner": "vdo_planner",
     "builder": "vdo_builder",
     "tester": "vdo_tester",
@@ -41,6 +47,9 @@ SERVICE_MODULES: dict[str, str] = {
 ALL_SERVICES: tuple[str, ...] = tuple(SERVICE_MODULES)
 AI_SERVICES = frozenset({"planner", "builder", "tester", "reviewer"})
 PROVIDER_KEYS = frozenset({"ANTHROPIC_AUTH_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"})
+# Credentials of the API itself: the stack uses the admin token before the services start, and
+# none of them needs it (nor a caller's token), so it never reaches one.
+API_CREDENTIALS = frozenset({"VDO_ADMIN_TOKEN", "VDO_TOKEN"})
 
 Echo = Callable[[str], None]
 
@@ -116,6 +125,13 @@ class Stack:
     # ---- lifecycle ------------------------------------------------------------------
 
     def start(self, *, wait_healthy: bool = True, timeout: float = 60.0) -> None:
+        if self.settings.auth == "off" and not _is_loopback(self.settings.host):
+            # The gateway would refuse to start (and be restarted, and refuse again).
+            raise RuntimeError(
+                f"with authentication off (VDO_AUTH=off) the gateway listens on a loopback "
+                f"address only, not {self.settings.host!r}: set VDO_HOST=127.0.0.1, or turn "
+                "authentication on"
+            )
         self.home.mkdir(parents=True, exist_ok=True)
         self._say("stack", f"data directory {self.home}")
         if self.settings.database_url:
@@ -131,6 +147,7 @@ class Stack:
             self.nats.start()
             self._say("stack", f"embedded NATS (JetStream) on 127.0.0.1:{self.nats.port}")
         self._prepare_storage()
+        self._first_admin()
         # The database URL may carry a password: readable by the owner only.
         self.info_path.unlink(missing_ok=True)
         descriptor = os.open(self.info_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -172,8 +189,53 @@ class Stack:
 
         asyncio.run(stream())
 
+    def _first_admin(self) -> None:
+        """Make the first admin if the deployment has none (authentication on), and say where
+        its token is; a generated token is printed this once."""
+        if self.settings.auth == "off":
+            self._say(
+                "stack",
+                "authentication is off (VDO_AUTH=off): every request acts as the local admin, "
+                "and the gateway listens on loopback only",
+            )
+            return
+        from vdo_kernel.bootstrap import TOKEN_FILE, Outcome, ensure_admin, token_file
+        from vdo_kernel.store import JobStore
+
+        given = self.settings.admin_token
+        store = JobStore(self.database_url, pool_size=1)
+        try:
+            result = ensure_admin(
+                store, self.home, admin_token=given.get_secret_value() if given else None
+            )
+        finally:
+            store.close()
+        if result.token is not None:
+            self._say("stack", f"{result.message}; the admin token (shown this once):")
+            self._say("stack", f"  {result.token}")
+            self._say(
+                "stack",
+                f"it is kept in {result.token_file} (readable by you only), where the `vdo` "
+                "commands find it; keep it secret",
+            )
+        elif result.outcome is Outcome.CREATED:
+            self._say("stack", result.message)
+        elif result.outcome is Outcome.IGNORED:
+            self._say("stack", f"warning: {result.message}")
+        elif given is None and token_file(self.home).is_file():
+            self._say("stack", f"the admin token is kept in {token_file(self.home)}")
+        elif given is None:
+            self._say(
+                "stack",
+                f"this deployment has admins but no {TOKEN_FILE} file here: the `vdo` commands "
+                "need a token in VDO_TOKEN (an admin makes one with `vdo token create`)",
+            )
+
     def _env(self, service: str) -> dict[str, str]:
         env = dict(self.environ)
+        for name in API_CREDENTIALS:
+            # Set empty rather than left out, so that a `.env` file cannot supply it either.
+            env[name] = ""
         if service not in AI_SERVICES:
             # Model keys reach the four AI phases only: never the gateway, the projector, the
             # relay or the sandbox (which runs generated code).
@@ -182,7 +244,7 @@ class Stack:
                     del env[name]
         # Every setting the stack was given reaches every service, however it was given
         # (environment, .env, or in code), so they all run with the same configuration.
-        for name, value in self.settings.model_dump(mode="json").items():
+        for name, value in self.settings.model_dump(mode="json", exclude={"admin_token"}).items():
             if value is not None:
                 env[f"VDO_{name.upper()}"] = str(value)
         env.update(
@@ -329,6 +391,15 @@ class Stack:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def run_stack(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> int:

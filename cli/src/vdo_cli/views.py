@@ -78,7 +78,7 @@ def jobs_table(items: list[JSON], total: int, now: datetime | None = None) -> Ta
         table.add_row(
             escape(str(job.get("id", "?"))),
             escape(str(job.get("title", ""))),
-            status_text(job.get("status")),
+            _status_and_place(job),
             escape(str(job.get("phase") or "-")),
             _attempts(job),
             usd(_number(job.get("cost_usd"))),
@@ -86,6 +86,15 @@ def jobs_table(items: list[JSON], total: int, now: datetime | None = None) -> Ta
         )
     table.caption = f"{len(items)} of {total} job(s)"
     return table
+
+
+def _status_and_place(job: JSON) -> Text:
+    """The status, and for a queued job its place in the queue (#1 runs next)."""
+    text = status_text(job.get("status"))
+    place = job.get("queue_position")
+    if isinstance(place, int):
+        text.append(f" #{place}")
+    return text
 
 
 def job_detail(job: JSON, calls: list[JSON] | None = None) -> RenderableType:
@@ -97,6 +106,11 @@ def job_detail(job: JSON, calls: list[JSON] | None = None) -> RenderableType:
     if job.get("title"):
         facts.add_row("title", escape(str(job["title"])))
     facts.add_row("status", status_text(job.get("status")))
+    place, priority = job.get("queue_position"), job.get("priority")
+    if isinstance(place, int):
+        facts.add_row("queue", f"#{place} in the queue (priority {priority})")
+    elif isinstance(priority, int):
+        facts.add_row("priority", str(priority))
     if job.get("description"):
         facts.add_row("description", escape(str(job["description"])))
     phase = str(job.get("phase") or "-")

@@ -23,7 +23,13 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from vdo_kernel import logs
-from vdo_kernel.subjects import ALL_EVENTS, HEADER_MSG_ID, HEADER_POSITION, STREAM, event_subject
+from vdo_kernel.subjects import (
+    HEADER_MSG_ID,
+    HEADER_POSITION,
+    STREAM,
+    STREAM_SUBJECTS,
+    event_subject,
+)
 
 log = logs.get(__name__)
 
@@ -84,7 +90,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
 async def ensure_stream(js: JetStreamContext) -> None:
     config = StreamConfig(
         name=STREAM,
-        subjects=[ALL_EVENTS],
+        subjects=list(STREAM_SUBJECTS),
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -94,6 +100,8 @@ async def ensure_stream(js: JetStreamContext) -> None:
     try:
         await js.add_stream(config)
     except BadRequestError:
+        # It exists with another configuration (an older one's subjects, say): bring it up to
+        # date; the messages it holds stay.
         await js.update_stream(config)
 
 

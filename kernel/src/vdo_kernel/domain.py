@@ -5,6 +5,11 @@ made of one or more *steps*, and each step is done by exactly one service. A ste
 ``StepStarted`` and ``StepFinished`` (or ``StepFailed``); what follows a finished step (the next
 step, a new attempt, the end of the job) is decided here, once, and recorded in the same
 transaction as the step's result.
+
+A submitted job waits in the queue until the scheduler admits it (``JobAdmitted``): nothing is
+due before. An ended job (completed, failed or cancelled) may be retried from a chosen step
+(``JobRetried``): a new attempt that reuses the previous attempt's results of the steps before
+that one, and goes back to the queue.
 """
 
 from __future__ import annotations
@@ -97,10 +102,44 @@ TITLE_MAX = 200
 DESCRIPTION_MAX = 20_000
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 10
+# A job's place in the queue: higher first, first come first served within a priority.
+PRIORITY_MIN = 0
+PRIORITY_MAX = 9
+DEFAULT_PRIORITY = 5
+
+# The step each phase starts with (where a retry "from a phase" starts).
+PHASE_FIRST_STEP: dict[Phase, Step] = {
+    phase: next(step for step in PIPELINE if STEP_PHASE[step] is phase) for phase in Phase
+}
 
 
 class DomainError(Exception):
     """A command the job's rules refuse (the caller gets a clear message, nothing is written)."""
+
+
+def step_named(name: str) -> Step:
+    """A step by its name (``run_tests``), or the first step of a phase by the phase's name
+    (``testing``: ``write_tests``); DomainError for anything else."""
+    for phase in Phase:
+        if name == phase.value:
+            return PHASE_FIRST_STEP[phase]
+    try:
+        return Step(name)
+    except ValueError:
+        phases = [phase.value for phase in Phase]
+        names = phases + [step.value for step in Step if step.value not in phases]
+        raise DomainError(f"{name!r} is neither a phase nor a step: {', '.join(names)}") from None
+
+
+def _check_priority(priority: int) -> None:
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise DomainError(
+            f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX} (higher runs first)"
+        )
 
 
 def step_key(job_id: UUID, step: Step, attempt: int) -> str:
@@ -152,8 +191,9 @@ class Job(Aggregate):
         causation_id: str
 
     class Submitted(Event, Aggregate.Created):
-        # Version 2 added `routes`: per-phase model routes chosen at submission.
-        class_version = 2
+        # Version 2 added `routes`: per-phase model routes chosen at submission. Version 3
+        # added `priority`: the job's place in the queue.
+        class_version = 3
 
         title: str
         description: str
@@ -161,10 +201,58 @@ class Job(Aggregate):
         budget_usd: float
         submitted_by: str
         routes: dict[str, list[str]]
+        priority: int
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["routes"] = {}
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["priority"] = DEFAULT_PRIORITY
+
+    class Admitted(Event):
+        """The queue let the job run: its next step (`step`, of `attempt`) is due from now on.
+        Appended by the scheduler alone, within the deployment's limits of running jobs."""
+
+        attempt: int
+        step: str
+        by: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            job.admitted = True
+            job.status = Status.RUNNING
+
+    class Retried(Event):
+        """An ended job starts a new attempt (`attempt`) at `from_step`, reusing the results of
+        the steps before it from `reused_attempt`, and goes back to the queue (with
+        `priority`)."""
+
+        from_step: str
+        attempt: int
+        reused_attempt: int
+        max_attempts: int
+        priority: int
+        reason: str
+        feedback: str
+        by: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            job = _job(aggregate)
+            start = Step(self.from_step)
+            # The plan belongs to the whole job: it is redone only by a retry from planning.
+            for step in PIPELINE[1 : PIPELINE.index(start)]:
+                job.links[(step, self.attempt)] = job.origin(step, self.reused_attempt)
+            if start is Step.PLAN:
+                job.plan_attempt = self.attempt
+            job.attempt = self.attempt
+            job.max_attempts = self.max_attempts
+            job.priority = self.priority
+            job.feedback.append(self.feedback)
+            job.status = Status.QUEUED
+            job.admitted = False
+            job.finished_reason = None
 
     class AttemptStarted(Event):
         attempt: int
@@ -186,6 +274,9 @@ class Job(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             job = _job(aggregate)
             job.status = Status.RUNNING
+            # A job submitted before the queue existed has no admission: its first step's start
+            # stands for one.
+            job.admitted = True
             job.step_record(self.step, self.attempt).started = True
 
     class StepResumed(Event):
@@ -309,6 +400,7 @@ class Job(Aggregate):
         budget_usd: float = 1.0,
         submitted_by: str = "anonymous",
         routes: dict[str, list[str]] | None = None,
+        priority: int = DEFAULT_PRIORITY,
         correlation_id: str | None = None,
         job_id: UUID | None = None,
     ) -> Job:
@@ -328,6 +420,7 @@ class Job(Aggregate):
             raise DomainError(f"max_attempts must be between 1 and {MAX_ATTEMPTS_LIMIT}")
         if not 0 < budget_usd <= 10_000:
             raise DomainError("budget_usd must be more than 0 and at most 10000")
+        _check_priority(priority)
         routes = {phase: list(chain) for phase, chain in (routes or {}).items()}
         for phase, chain in routes.items():
             if phase not in AI_PHASES:
@@ -349,6 +442,7 @@ class Job(Aggregate):
             budget_usd=budget_usd,
             submitted_by=submitted_by,
             routes=routes,
+            priority=priority,
             correlation_id=correlation,
             causation_id=correlation,
         )
@@ -362,6 +456,7 @@ class Job(Aggregate):
         budget_usd: float,
         submitted_by: str,
         routes: dict[str, list[str]],
+        priority: int,
         correlation_id: str,
         causation_id: str,
     ) -> None:
@@ -384,6 +479,14 @@ class Job(Aggregate):
         self.replies: dict[str, str] = {}
         # The highest try number used so far, by call key.
         self.tries: dict[str, int] = {}
+        self.priority = priority
+        # Whether the queue has let the job run (since its submission or its last retry).
+        self.admitted = False
+        # The attempt the job's plan is filed under: 1, unless a retry started from planning.
+        self.plan_attempt = 1
+        # Steps of an attempt that reuse another attempt's result (a retry from a later step):
+        # (step, attempt) -> the attempt whose record it is.
+        self.links: dict[tuple[Step, int], int] = {}
 
     # ---- queries (the rules) ------------------------------------------------------------
 
@@ -391,25 +494,44 @@ class Job(Aggregate):
     def is_finished(self) -> bool:
         return self.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
+    @property
+    def is_queued(self) -> bool:
+        """Waiting for the scheduler to let it run."""
+        return self.status is Status.QUEUED and not self.admitted
+
+    def origin(self, step: Step, attempt: int) -> int:
+        """The attempt whose record the step of `attempt` is (itself, unless a retry reused an
+        earlier attempt's result)."""
+        return self.links.get((step, attempt), attempt)
+
     def record(self, step: Step, attempt: int | None = None) -> StepRecord:
         attempt = self.attempt if attempt is None else attempt
-        # Planning is done once, for the whole job; it is filed under attempt 1.
+        # Planning is done once for the whole job (again only on a retry from planning): it is
+        # filed under the attempt it was made in, 1 unless so retried.
         if step is Step.PLAN:
-            attempt = 1
-        return self.steps.get((step, attempt), StepRecord())
+            attempt = self.plan_attempt
+        return self.steps.get((step, self.origin(step, attempt)), StepRecord())
 
-    def due(self) -> Due | None:
-        """The one step that is due now, or None when the job is finished or waiting."""
+    def next_step(self) -> Due | None:
+        """The step the job is at: due now if the job is admitted, due once it is if it is
+        queued; None when it is finished (or a step failed)."""
         if self.is_finished:
             return None
         for step in PIPELINE:
-            attempt = 1 if step is Step.PLAN else self.attempt
+            attempt = self.plan_attempt if step is Step.PLAN else self.attempt
             rec = self.record(step, attempt)
             if rec.failed_reason is not None:
                 return None
             if rec.outcome is None:
                 return Due(step, attempt)
         return None
+
+    def due(self) -> Due | None:
+        """The one step that is due now, or None when the job is finished, waiting in the
+        queue, or waiting."""
+        if not self.admitted:
+            return None
+        return self.next_step()
 
     @property
     def budget_left_usd(self) -> float:
@@ -605,7 +727,25 @@ class Job(Aggregate):
             causation_id=causation_id,
         )
 
+    def admit(self, *, by: str, causation_id: str) -> Due:
+        """Let a queued job run (the scheduler's decision): its next step becomes due."""
+        if not self.is_queued:
+            raise DomainError(f"job is {self.status}, not queued")
+        upcoming = self.next_step()
+        if upcoming is None:
+            raise DomainError("job has no step left to run")
+        self.trigger_event(
+            self.Admitted,
+            attempt=upcoming.attempt,
+            step=upcoming.step.value,
+            by=by,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+        return upcoming
+
     def cancel(self, *, reason: str, by: str, causation_id: str) -> None:
+        """Stop the job, queued or running: nothing of it is due any more."""
         if self.is_finished:
             raise DomainError(f"job is already {self.status}")
         self.trigger_event(
@@ -616,6 +756,60 @@ class Job(Aggregate):
             causation_id=causation_id,
         )
 
+    def retry(
+        self,
+        from_step: Step,
+        *,
+        by: str,
+        reason: str = "",
+        priority: int | None = None,
+        causation_id: str,
+    ) -> int:
+        """Start a new attempt of an ended job at `from_step`; returns its number.
+
+        The steps before `from_step` keep the results of the job's last attempt (which must
+        have been good: a retry from reviewing needs tests that passed), the plan unless the
+        retry starts from planning. The job goes back to the queue, at the end of its
+        priority's line (its priority unless another is given). The new attempt counts like
+        any other: `max_attempts` grows to it when it would exceed it, so a rejection in it
+        ends the job unless attempts were left. The builder is told `reason` as feedback, or,
+        without one, why the job ended."""
+        priority = self.priority if priority is None else priority
+        _check_priority(priority)
+        if not self.is_finished:
+            raise DomainError(
+                f"job is {self.status}: only a completed, failed or cancelled job can be "
+                "retried (cancel it first)"
+            )
+        if from_step is not Step.PLAN and self.record(Step.PLAN).outcome is None:
+            raise DomainError(
+                f"cannot retry from {from_step.value}: the job has no plan; retry from planning"
+            )
+        for step in PIPELINE[1 : PIPELINE.index(from_step)]:
+            rec = self.record(step, self.attempt)
+            if rec.outcome is None or REJECTING_OUTCOMES.get(step) is rec.outcome:
+                result = rec.outcome.value if rec.outcome else "no result"
+                raise DomainError(
+                    f"cannot retry from {from_step.value}: {step.value} of attempt "
+                    f"{self.attempt} has no good result to reuse ({result}); retry from "
+                    f"{STEP_PHASE[step].value} or earlier"
+                )
+        attempt = self.attempt + 1
+        self.trigger_event(
+            self.Retried,
+            from_step=from_step.value,
+            attempt=attempt,
+            reused_attempt=self.attempt,
+            max_attempts=max(self.max_attempts, attempt),
+            priority=priority,
+            reason=reason,
+            feedback=reason or self.finished_reason or "",
+            by=by,
+            correlation_id=self.correlation_id,
+            causation_id=causation_id,
+        )
+        return attempt
+
     def _require_due(self, due: Due) -> None:
         if self.is_due(due.step) != due:
             raise DomainError(
@@ -624,8 +818,7 @@ class Job(Aggregate):
 
     def step_record(self, step: str, attempt: int) -> StepRecord:
         """The mutable record of a step, for the events' ``apply`` methods."""
-        key = (Step(step), 1 if step == Step.PLAN else attempt)
-        return self.steps.setdefault(key, StepRecord())
+        return self.steps.setdefault((Step(step), attempt), StepRecord())
 
 
 AI_PHASES = ("planner", "builder", "tester", "reviewer")
@@ -649,6 +842,8 @@ def _job(aggregate: Aggregate) -> Job:
 
 EVENT_TYPES: dict[str, type[Job.Event]] = {
     "JobSubmitted": Job.Submitted,
+    "JobAdmitted": Job.Admitted,
+    "JobRetried": Job.Retried,
     "AttemptStarted": Job.AttemptStarted,
     "StepStarted": Job.StepStarted,
     "StepResumed": Job.StepResumed,

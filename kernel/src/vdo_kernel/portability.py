@@ -214,7 +214,9 @@ def _check_target(max_position: int, manifest: Manifest) -> None:
         raise PortabilityError(
             f"this deployment is not empty: its event store holds {max_position} events "
             f"(positions 1..{max_position}), and a restore only goes into an empty one; "
-            "restore into a fresh deployment, or use `vdo export`/`vdo import` to add events"
+            "restore into a fresh deployment, or use `vdo export`/`vdo import` to add events "
+            "(a first start with authentication on makes the first admin, as events: restore "
+            "before the first `vdo up`, or into a deployment started with VDO_AUTH=off)"
         )
     raise PortabilityError(
         f"this export continues a log that ends at position {manifest.since}, but this "

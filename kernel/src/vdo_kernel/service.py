@@ -1,5 +1,6 @@
 """The common shape of a phase service: settings, store, bus, one subscription per step it
-does, run until SIGTERM / SIGINT, then finish the messages in hand and stop."""
+does, a watch on cancellations (which stops the work in hand for a cancelled job), run until
+SIGTERM / SIGINT, then finish the messages in hand and stop."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from vdo_kernel import logs
 from vdo_kernel.blobs import BlobStore
-from vdo_kernel.bus import connect, ensure_stream
+from vdo_kernel.bus import EventMessage, connect, ensure_stream
 from vdo_kernel.consumer import Subscription
 from vdo_kernel.domain import Step
 from vdo_kernel.livelog import LiveLog
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepRunner, StepWork
 from vdo_kernel.store import JobStore
-from vdo_kernel.subjects import STEP_TRIGGERS, step_consumer
+from vdo_kernel.subjects import JOB_CANCELLED, STEP_TRIGGERS, step_consumer
+
+log = logs.get(__name__)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -55,31 +61,81 @@ async def run_step_service(
     stop = asyncio.Event()
     stop_on_signals(stop)
     live = LiveLog(nc)
-    subscriptions = [
-        Subscription(
-            js,
-            durable=step_consumer(step),
-            filter_subjects=list(STEP_TRIGGERS[step]),
-            handler=StepRunner(
-                step=step,
-                work=step_work,
-                store=store,
-                blobs=blobs,
-                settings=settings,
-                worker=worker_name(service),
-                live=live,
-            ).handle,
-            ack_wait=settings.ack_wait_seconds,
-            concurrency=settings.consumer_concurrency,
+    runners = [
+        StepRunner(
+            step=step,
+            work=step_work,
+            store=store,
+            blobs=blobs,
+            settings=settings,
+            worker=worker_name(service),
+            live=live,
         )
         for step, step_work in work.items()
     ]
+    subscriptions = [
+        Subscription(
+            js,
+            durable=step_consumer(runner.step),
+            filter_subjects=list(STEP_TRIGGERS[runner.step]),
+            handler=runner.handle,
+            ack_wait=settings.ack_wait_seconds,
+            concurrency=settings.consumer_concurrency,
+        )
+        for runner in runners
+    ]
     log.info("service started", steps=[s.value for s in work])
     try:
-        await asyncio.gather(*(sub.run(stop) for sub in subscriptions))
+        await asyncio.gather(
+            *(sub.run(stop) for sub in subscriptions),
+            watch_cancellations(nc, store, runners, stop, every=settings.cancel_check_seconds),
+        )
     finally:
         log.info("service stopping")
         await live.close()
         with contextlib.suppress(Exception):
             await nc.drain()
         store.close()
+
+
+async def watch_cancellations(
+    nc: Client,
+    store: JobStore,
+    runners: Sequence[StepRunner],
+    stop: asyncio.Event,
+    *,
+    every: float,
+) -> None:
+    """Stop the work in hand for a job as soon as it is cancelled.
+
+    Every ``JobCancelled`` published is heard on core NATS (no consumer to keep: only the work
+    in hand matters, and a message missed while disconnected is caught below); every `every`
+    seconds the store is also asked about the jobs being worked on."""
+
+    async def heard(msg: Msg) -> None:
+        try:
+            message = EventMessage.decode(msg.data)
+        except (ValueError, KeyError, TypeError):
+            return
+        for runner in runners:
+            runner.abandon(message.job_id, message.version)
+
+    subscription = await nc.subscribe(JOB_CANCELLED, cb=heard)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            working = {job for runner in runners for job in runner.working_on}
+            if not working:
+                continue
+            try:
+                cancelled = await asyncio.to_thread(store.cancellations, working)
+            except Exception as error:
+                log.warning("could not ask the store about cancellations", error=repr(error))
+                continue
+            for job_id, version in cancelled.items():
+                for runner in runners:
+                    runner.abandon(job_id, version)
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +20,13 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".vdo"), description="data directory (embedded servers, blobs)")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Authentication of the API: "on" (every request but the health check needs a token), or
+    # "off" (every request acts as a local admin; the gateway then listens on loopback only).
+    auth: Literal["on", "off"] = "on"
+    # The first admin's token, instead of one generated at the first start (at least 32
+    # characters nobody can guess); stored digested like any other. Never passed on to the
+    # services the stack starts.
+    admin_token: SecretStr | None = None
     nats_url: str | None = Field(default=None, description="external NATS; unset = embedded")
     database_url: str | None = Field(
         default=None, description="external PostgreSQL (postgresql://...); unset = embedded"
@@ -35,6 +43,17 @@ class Settings(BaseSettings):
     # Seconds the scripted model "thinks" per step; 0 makes the pipeline as fast as it can go.
     scripted_delay_seconds: float = Field(default=0.0, ge=0)
     step_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # ---- the queue (the scheduler) -------------------------------------------------------
+    # Jobs running at once, in all and per user (the submitter); the others wait in the queue,
+    # the highest priority first, first come first served within a priority.
+    max_running_jobs: int = Field(default=4, ge=1, le=10_000)
+    max_running_jobs_per_user: int = Field(default=1, ge=1, le=10_000)
+    # The scheduler wakes on the bus; this often regardless (a message lost is a delay, no more).
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # Phase services hear of a cancellation on the bus; this often they also ask the store about
+    # the jobs they are working on (a message lost meanwhile is then a delay, no more).
+    cancel_check_seconds: float = Field(default=5.0, gt=0)
 
     # ---- AI models (the four AI phases) --------------------------------------------------
     # Each phase's model as provider:model; keys and base URLs come from the providers' own
@@ -83,6 +102,12 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # Set empty means unset (the stack sets it so for its services).
+        return None if value == "" else value
 
     @property
     def blobs_dir(self) -> Path:

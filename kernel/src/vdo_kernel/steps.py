@@ -5,6 +5,11 @@ domain whether the step is due. If so it records `StepStarted` (or `StepResumed`
 start has no result: the work is being redone, and the history says so), does the work, and
 records the result (with whatever the rules say follows) together with the tracking record of
 the message, in one transaction. A duplicate delivery finds its tracking record and does nothing.
+
+A job cancelled while its step is being worked on has that work stopped: the service hears of
+the cancellation (`abandon`) and cancels the work's task, which closes a model call's stream and
+kills a sandbox run; the step then records no result, and the model calls it left open are
+closed as interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from eventsourcing.persistence import Tracking
 from vdo_kernel import logs
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.consumer import Delivery
-from vdo_kernel.domain import Due, Job, Outcome, Step
+from vdo_kernel.domain import Due, Job, Outcome, Step, call_key
 from vdo_kernel.livelog import LiveLog
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import AlreadyHandledError, Claim, ConcurrencyError, JobStore, Lease
@@ -125,6 +130,26 @@ class StepRunner:
         self.settings = settings
         self.worker = worker
         self.consumer = step_consumer(step)
+        # The work in hand, by job: its task and the job's version when the step started.
+        self._working: dict[UUID, tuple[asyncio.Task[StepResult], int]] = {}
+
+    @property
+    def working_on(self) -> dict[UUID, int]:
+        """The jobs whose step is being worked on now, with each job's version at its start."""
+        return {job_id: version for job_id, (_, version) in self._working.items()}
+
+    def abandon(self, job_id: UUID, cancelled_version: int) -> bool:
+        """The job was cancelled (by its event of that version): stop the work in hand for it,
+        if it began before the cancellation. True when some was stopped."""
+        working = self._working.get(job_id)
+        if working is None:
+            return False
+        task, started_version = working
+        if cancelled_version <= started_version or task.done():
+            return False  # a cancellation of an earlier run of the job (retried since)
+        log.info("job cancelled; abandoning its work", step=self.step.value, job_id=str(job_id))
+        task.cancel()
+        return True
 
     async def handle(self, delivery: Delivery) -> None:
         message = delivery.message
@@ -145,21 +170,35 @@ class StepRunner:
             live=self.live,
             cause=str(tracking.notification_id),
         )
+        work = asyncio.create_task(
+            asyncio.wait_for(self.work(ctx), timeout=self.settings.step_timeout_seconds)
+        )
+        self._working[job.id] = (work, job.version)
         outcome: StepResult | str
         try:
-            outcome = await asyncio.wait_for(
-                self.work(ctx), timeout=self.settings.step_timeout_seconds
-            )
+            outcome = await work
         except StepFailure as failure:
             outcome = str(failure)
         except StepCancelledError as cancelled:
             log.info("step abandoned", step=self.step.value, reason=str(cancelled))
-            outcome = str(cancelled)
+            await asyncio.to_thread(self._abandon, lease, job.id, due, tracking)
+            return
         except TimeoutError:
             outcome = f"timed out after {self.settings.step_timeout_seconds:g}s"
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if work.cancelled() and (current is None or not current.cancelling()):
+                # Its job was cancelled (`abandon`), not this handler (a shutdown).
+                await asyncio.to_thread(self._abandon, lease, job.id, due, tracking)
+                return
+            await asyncio.to_thread(lease.release)
+            raise
         except BaseException:
             await asyncio.to_thread(lease.release)
             raise
+        finally:
+            if self._working.get(job.id, (None, 0))[0] is work:
+                del self._working[job.id]
         await asyncio.to_thread(self._finish, lease, ctx.job, due, tracking, outcome)
 
     def _begin(self, lease: Lease, job_id: UUID, tracking: Tracking) -> tuple[Job, Due] | None:
@@ -205,6 +244,46 @@ class StepRunner:
             log.info("step started", step=due.step.value, attempt=due.attempt)
             return job, due
         raise ConcurrencyError(f"job {job_id} kept changing while starting {self.step}")
+
+    def _abandon(self, lease: Lease, job_id: UUID, due: Due, tracking: Tracking) -> None:
+        """The step's work was stopped because its job was cancelled: record no result, close
+        the model calls it left open (as interrupted, at their worst case: what they cost is not
+        known), with the tracking record of the message; then release the lease."""
+        cause = str(tracking.notification_id)
+        prefix = call_key(job_id, due.step.value, due.attempt, 0)[:-1]
+        try:
+            for _ in range(10):
+                job = self.store.get(job_id)
+                if job.is_due(self.step) == due:
+                    # Not cancelled after all: hand the message back, so the step is resumed.
+                    raise RuntimeError(f"the work of {due.step} stopped but the step is still due")
+                left_open = [key for key in job.open_calls if key.startswith(prefix)]
+                for key in left_open:
+                    job.finish_model_call(
+                        key,
+                        outcome="interrupted",
+                        error="abandoned: the job was cancelled while the call was made; "
+                        "counted at its worst-case cost",
+                        cost_usd=job.open_calls[key].reserved_usd,
+                        causation_id=cause,
+                    )
+                if left_open:
+                    try:
+                        self.store.save(job, tracking=tracking)
+                    except AlreadyHandledError:
+                        return
+                    except ConcurrencyError:
+                        continue
+                log.info(
+                    "step abandoned: the job was cancelled",
+                    step=due.step.value,
+                    attempt=due.attempt,
+                    calls_closed=len(left_open),
+                )
+                return
+            raise ConcurrencyError(f"job {job_id} kept changing while its work was abandoned")
+        finally:
+            lease.release()
 
     def _finish(
         self, lease: Lease, started: Job, due: Due, tracking: Tracking, outcome: StepResult | str

@@ -1,4 +1,5 @@
-"""The event store: the Job aggregate's events in PostgreSQL, through the eventsourcing library.
+"""The event store: the aggregates' events (jobs, the users and tokens of `accounts`, and the
+job templates of `templates`) in PostgreSQL, through the eventsourcing library.
 
 Positions (the store's notification ids) are gapless: the recorder takes the table's exclusive
 lock (as eventsourcing does, so ids are committed in order) and numbers new events from the
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.postgres import PostgresFactory, PostgresProcessRecorder
 from eventsourcing.utils import get_topic
@@ -26,9 +29,31 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
-from vdo_kernel.domain import EVENT_NAMES, Job
+from vdo_kernel.accounts import (
+    ACCOUNT_EVENT_NAMES,
+    ACCOUNT_EVENT_TYPES,
+    AccountEvent,
+    Token,
+    User,
+    token_uuid,
+    user_id,
+)
+from vdo_kernel.domain import EVENT_NAMES, EVENT_TYPES, Job
+from vdo_kernel.templates import (
+    TEMPLATE_EVENT_NAMES,
+    TEMPLATE_EVENT_TYPES,
+    Template,
+    TemplateEvent,
+)
 
 APPLICATION_NAME = "vdo"
+
+# Every event type's name, by class: the jobs', the accounts' and the templates'.
+_EVENT_NAMES: dict[type[Aggregate.Event], str] = dict(
+    [*EVENT_NAMES.items(), *ACCOUNT_EVENT_NAMES.items(), *TEMPLATE_EVENT_NAMES.items()]
+)
+ACCOUNT_TOPICS = tuple(get_topic(cls) for cls in ACCOUNT_EVENT_TYPES.values())
+TEMPLATE_TOPICS = tuple(get_topic(cls) for cls in TEMPLATE_EVENT_TYPES.values())
 
 
 class JobNotFoundError(LookupError):
@@ -199,7 +224,11 @@ class JobApplication(Application[UUID]):
 
 @dataclass(frozen=True)
 class StoredJobEvent:
-    """A stored event with its global position, decoded."""
+    """A stored event with its global position, decoded.
+
+    Most events are a job's; the accounts' (a user's or a token's) and the templates'
+    (`is_job_event` is False) have the same envelope, and `job_id` is then the user's, the
+    token's or the template's id."""
 
     position: int
     job_id: UUID
@@ -209,7 +238,11 @@ class StoredJobEvent:
     correlation_id: str
     causation_id: str
     data: dict[str, Any]
-    event: Job.Event
+    event: Job.Event | AccountEvent | TemplateEvent
+
+    @property
+    def is_job_event(self) -> bool:
+        return isinstance(self.event, Job.Event)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -234,7 +267,7 @@ _ENVELOPE = {
 }
 
 
-def event_data(event: Job.Event) -> dict[str, Any]:
+def event_data(event: Job.Event | AccountEvent | TemplateEvent) -> dict[str, Any]:
     """The event's own fields (the envelope left out), as plain JSON values."""
     return {k: _plain(v) for k, v in event.__dict__.items() if k not in _ENVELOPE}
 
@@ -303,21 +336,112 @@ class JobStore:
             job: Any = self.app.repository.get(job_id)
         except AggregateNotFoundError:
             raise JobNotFoundError(str(job_id)) from None
-        assert isinstance(job, Job)
+        if not isinstance(job, Job):
+            # A user's or a token's id: no job has it.
+            raise JobNotFoundError(str(job_id))
         return job
 
-    def save(self, job: Job, *, tracking: Tracking | None = None) -> list[int]:
-        """Append the job's pending events (and the tracking record) in one transaction;
+    def save(self, *aggregates: Aggregate, tracking: Tracking | None = None) -> list[int]:
+        """Append the aggregates' pending events (and the tracking record) in one transaction;
         returns the new events' positions."""
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
         try:
-            recordings = self.app.events.put(job.collect_events(), tracking=tracking)
+            recordings = self.app.events.put(events, tracking=tracking)
         except IntegrityError as error:
             if tracking is not None and self.is_handled(
                 tracking.application_name, tracking.notification_id
             ):
                 raise AlreadyHandledError(str(tracking)) from error
-            raise ConcurrencyError(f"job {job.id} was changed concurrently") from error
+            names = ", ".join(f"{type(a).__name__.lower()} {a.id}" for a in aggregates)
+            raise ConcurrencyError(f"{names} changed concurrently") from error
         return [r.notification.id for r in recordings]
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a PostgreSQL advisory lock named ``name`` meanwhile: one process at a time
+        does what it guards (across every process on this database)."""
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self._lease_pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    # ---- accounts -------------------------------------------------------------------
+
+    def get_user(self, name: str) -> User | None:
+        """The user of that name, from its events (None when there is none)."""
+        user = self._get_any(user_id(name))
+        return user if isinstance(user, User) else None
+
+    def get_token(self, token_id: str) -> Token | None:
+        """The token of that short id, from its events (None when there is none)."""
+        token = self._get_any(token_uuid(token_id))
+        return token if isinstance(token, Token) else None
+
+    def get_template(self, template_id: UUID) -> Template | None:
+        """The template of that id, from its events (None when there is none; a deleted one
+        is returned, marked deleted)."""
+        template = self._get_any(template_id)
+        return template if isinstance(template, Template) else None
+
+    def _get_any(self, aggregate_id: UUID) -> Any:
+        try:
+            return self.app.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    def account_events(self) -> list[StoredJobEvent]:
+        """Every account event (users and tokens), in order. It reads the whole log's topics:
+        for a start-up check, not for each request (the read models answer those)."""
+        return self.events_with_topics(ACCOUNT_TOPICS)
+
+    def has_account_events(self, after: int, until: int) -> bool:
+        """Whether an account event was stored after position ``after``, up to ``until``
+        (a range of the primary key: cheap when the range is short)."""
+        return self.has_events_with_topics(ACCOUNT_TOPICS, after, until)
+
+    def events_with_topics(self, topics: Sequence[str]) -> list[StoredJobEvent]:
+        """Every event of these topics (event classes), in order. It reads the whole log: for
+        what is rare (a start-up check, a read model that lags), not for each request."""
+        query = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {}.{} WHERE topic = ANY(%s) ORDER BY notification_id"
+        ).format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.events_table_name),
+        )
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (list(topics),))
+            rows = cur.fetchall()
+        return [
+            self.decode_row(
+                (
+                    row["notification_id"],
+                    row["originator_id"],
+                    row["originator_version"],
+                    row["topic"],
+                    row["state"],
+                )
+            )
+            for row in rows
+        ]
+
+    def has_events_with_topics(self, topics: Sequence[str], after: int, until: int) -> bool:
+        """Whether an event of these topics was stored after position ``after``, up to
+        ``until`` (a range of the primary key: cheap when the range is short)."""
+        query = SQL(
+            "SELECT EXISTS (SELECT 1 FROM {}.{} WHERE notification_id > %s "
+            "AND notification_id <= %s AND topic = ANY(%s)) AS found"
+        ).format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.events_table_name),
+        )
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (after, until, list(topics)))
+            row = cur.fetchone()
+            return bool(row and row["found"])
 
     def is_handled(self, consumer: str, position: int) -> bool:
         """Whether exactly this message was handled by this consumer.
@@ -374,6 +498,54 @@ class JobStore:
             Identifier(self.recorder.events_table_name),
         )
 
+    def read_types(
+        self, after: int, types: Iterable[str], limit: int = 1000
+    ) -> list[StoredJobEvent]:
+        """Events of these job event types (``JobSubmitted``...) after a position, in order: a
+        reader that follows only a few types (the scheduler) skips the others in the query."""
+        topics = [get_topic(EVENT_TYPES[name]) for name in types]
+        query = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {}.{} WHERE notification_id > %s AND topic = ANY(%s) "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.events_table_name),
+        )
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (after, topics, limit))
+            rows = cur.fetchall()
+        return [
+            self.decode_row(
+                (
+                    row["notification_id"],
+                    row["originator_id"],
+                    row["originator_version"],
+                    row["topic"],
+                    row["state"],
+                )
+            )
+            for row in rows
+        ]
+
+    def cancellations(self, job_ids: Iterable[UUID]) -> dict[UUID, int]:
+        """Of these jobs, those ever cancelled, each with the version of its last
+        ``JobCancelled`` (a retried job may have been cancelled before the run now going on):
+        what a phase service asks about the jobs it is working on, now and then."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        query = SQL(
+            "SELECT originator_id, max(originator_version) AS version FROM {}.{} "
+            "WHERE originator_id = ANY(%s) AND topic = %s GROUP BY originator_id"
+        ).format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(self.recorder.events_table_name),
+        )
+        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, (ids, get_topic(Job.Cancelled)))
+            return {row["originator_id"]: int(row["version"]) for row in cur.fetchall()}
+
     def decode_row(self, row: Sequence[Any]) -> StoredJobEvent:
         position, originator_id, version, topic, state = row
         return self._decode(
@@ -387,6 +559,7 @@ class JobStore:
         )
 
     def job_events(self, job_id: UUID) -> list[StoredJobEvent]:
+        """A job's events in order (none for an id that is not a job's)."""
         table = SQL("{}.{}").format(
             Identifier(self.recorder.datastore.schema),
             Identifier(self.recorder.events_table_name),
@@ -398,7 +571,7 @@ class JobStore:
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
             cur.execute(query, (job_id,))
             rows = cur.fetchall()
-        return [
+        events = [
             self._decode(
                 row["notification_id"],
                 StoredEvent(
@@ -410,15 +583,16 @@ class JobStore:
             )
             for row in rows
         ]
+        return [event for event in events if event.is_job_event]
 
     def _decode(self, position: int, stored: Any) -> StoredJobEvent:
         event = self.app.mapper.to_domain_event(stored)
-        assert isinstance(event, Job.Event)
+        assert isinstance(event, Job.Event | AccountEvent | TemplateEvent)
         return StoredJobEvent(
             position=position,
             job_id=event.originator_id,
             version=event.originator_version,
-            type=EVENT_NAMES[type(event)],
+            type=_EVENT_NAMES[type(event)],
             timestamp=event.timestamp,
             correlation_id=event.correlation_id,
             causation_id=event.causation_id,

@@ -1,43 +1,87 @@
 """Every stream, subject and consumer name on the bus, in one place.
 
-Each stored event is published on ``vdo.job.<EventType>``; step events add the step
+Each stored event of a job is published on ``vdo.job.<EventType>``; step events add the step
 (``vdo.job.StepFinished.build``) so that a service can filter on exactly what makes its step due.
+The accounts' events (users and tokens) go on ``vdo.account.<EventType>`` and the job
+templates' on ``vdo.template.<EventType>``, in the same stream, so that whatever follows jobs
+(``vdo.job.>``) never sees them.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from vdo_kernel.accounts import is_account_event
 from vdo_kernel.domain import Step
+from vdo_kernel.templates import is_template_event
 
 STREAM: Final = "VDO_EVENTS"
 SUBJECT_PREFIX: Final = "vdo.job"
+# Every job event.
 ALL_EVENTS: Final = f"{SUBJECT_PREFIX}.>"
+ACCOUNT_SUBJECT_PREFIX: Final = "vdo.account"
+ACCOUNT_EVENTS: Final = f"{ACCOUNT_SUBJECT_PREFIX}.>"
+TEMPLATE_SUBJECT_PREFIX: Final = "vdo.template"
+TEMPLATE_EVENTS: Final = f"{TEMPLATE_SUBJECT_PREFIX}.>"
+# Everything the stream holds: every stored event.
+STREAM_SUBJECTS: Final = (ALL_EVENTS, ACCOUNT_EVENTS, TEMPLATE_EVENTS)
 
 HEADER_POSITION: Final = "Vdo-Position"
 HEADER_MSG_ID: Final = "Nats-Msg-Id"
 
 STEP_EVENTS: Final = frozenset({"StepStarted", "StepResumed", "StepFinished", "StepFailed"})
+# Events published with the step they concern added to the subject: the step events, and the
+# admission (whose step is the one it makes due: planning, or where a retry resumes).
+STEP_ROUTED_EVENTS: Final = STEP_EVENTS | {"JobAdmitted"}
+# What ends a job, and what the scheduler of the queue wakes up on.
+END_EVENTS: Final = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
+QUEUE_EVENTS: Final = frozenset({"JobSubmitted", "JobRetried", *END_EVENTS})
 
 
 def event_subject(event_type: str, step: str | None = None) -> str:
-    if event_type in STEP_EVENTS and step:
+    if is_account_event(event_type):
+        return f"{ACCOUNT_SUBJECT_PREFIX}.{event_type}"
+    if is_template_event(event_type):
+        return f"{TEMPLATE_SUBJECT_PREFIX}.{event_type}"
+    if event_type in STEP_ROUTED_EVENTS and step:
         return f"{SUBJECT_PREFIX}.{event_type}.{step}"
     return f"{SUBJECT_PREFIX}.{event_type}"
 
 
-# What makes each step due: the events after which the rules may name that step next.
+# What makes each step due: the events after which the rules may name that step next. The
+# admission of a job makes its next step due: planning for a new job, any step for a retried one.
 STEP_TRIGGERS: Final[dict[Step, tuple[str, ...]]] = {
-    Step.PLAN: (event_subject("JobSubmitted"),),
-    Step.BUILD: (event_subject("StepFinished", Step.PLAN), event_subject("AttemptStarted")),
-    Step.WRITE_TESTS: (event_subject("StepFinished", Step.BUILD),),
-    Step.RUN_TESTS: (event_subject("StepFinished", Step.WRITE_TESTS),),
-    Step.REVIEW: (event_subject("StepFinished", Step.RUN_TESTS),),
-    Step.SANDBOX_RUN: (event_subject("StepFinished", Step.REVIEW),),
+    Step.PLAN: (event_subject("JobAdmitted", Step.PLAN),),
+    Step.BUILD: (
+        event_subject("JobAdmitted", Step.BUILD),
+        event_subject("StepFinished", Step.PLAN),
+        event_subject("AttemptStarted"),
+    ),
+    Step.WRITE_TESTS: (
+        event_subject("JobAdmitted", Step.WRITE_TESTS),
+        event_subject("StepFinished", Step.BUILD),
+    ),
+    Step.RUN_TESTS: (
+        event_subject("JobAdmitted", Step.RUN_TESTS),
+        event_subject("StepFinished", Step.WRITE_TESTS),
+    ),
+    Step.REVIEW: (
+        event_subject("JobAdmitted", Step.REVIEW),
+        event_subject("StepFinished", Step.RUN_TESTS),
+    ),
+    Step.SANDBOX_RUN: (
+        event_subject("JobAdmitted", Step.SANDBOX_RUN),
+        event_subject("StepFinished", Step.REVIEW),
+    ),
 }
+# A job's cancellation, which every phase service watches (on core NATS) to abandon the work it
+# is doing for that job.
+JOB_CANCELLED: Final = event_subject("JobCancelled")
 
 # Durable consumer names; replicas of one service share their service's consumer.
 CONSUMER_PROJECTOR: Final = "projector"
+# The scheduler's name in the tracking records of its admissions.
+SCHEDULER: Final = "scheduler"
 
 
 def step_consumer(step: Step) -> str:

@@ -9,16 +9,12 @@ whole reply; nothing of it is stored.
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from vdo_kernel.blobs import BlobStore
-
-MAX_PATH = 255
-MAX_DEPTH = 12
+from vdo_kernel.paths import path_problem
 
 
 class UnsafeFilesError(ValueError):
@@ -35,21 +31,10 @@ class FileLimits:
 def check_path(raw: object) -> str:
     if not isinstance(raw, str) or not raw:
         raise UnsafeFilesError("a file has no path")
-    shown = repr(raw[:80])
-    if len(raw) > MAX_PATH:
-        raise UnsafeFilesError(f"path {shown}... is longer than {MAX_PATH} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in raw):
-        raise UnsafeFilesError(f"path {shown} contains control characters")
-    if "\\" in raw or (len(raw) > 1 and raw[1] == ":"):
-        raise UnsafeFilesError(f"path {shown} is not a relative POSIX path")
-    path = PurePosixPath(raw)
-    if path.is_absolute() or raw.startswith("~"):
-        raise UnsafeFilesError(f"path {shown} is absolute; files must stay inside the workspace")
-    parts = raw.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise UnsafeFilesError(f"path {shown} leaves the workspace or is not normalised")
-    if parts[0] == ".git" or len(parts) > MAX_DEPTH:
-        raise UnsafeFilesError(f"path {shown} is not allowed")
+    problem = path_problem(raw)
+    if problem is not None:
+        shown = repr(raw[:80]) + ("..." if len(raw) > 80 else "")
+        raise UnsafeFilesError(f"path {shown} {problem}")
     return raw
 
 

@@ -1,6 +1,10 @@
 """The admin API on a real PostgreSQL: a backup downloaded from one deployment restores into
-another event for event, an export imports only where the log ends, and a refused upload
-(damaged, too large, into the wrong deployment) changes nothing."""
+another event for event (its users and tokens with it: a token works in the restored one), an
+export imports only where the log ends, and a refused upload (damaged, too large, into the
+wrong deployment) changes nothing.
+
+The deployments restored into run with authentication off (on loopback): with it on, a
+deployment holds its first admin's events from its first start and is not empty."""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from pydantic import SecretStr
+from tests.harness import ADMIN_TOKEN
 
 from vdo_gateway.app import create_app
 from vdo_gateway.resources import Bus
@@ -38,9 +44,15 @@ BIG_BLOB_BYTES = 1_200_000
 class Deployment:
     """An event store, its blobs and a gateway serving them."""
 
-    def __init__(self, database_url: str, nats_url: str, home: Path) -> None:
+    def __init__(self, database_url: str, nats_url: str, home: Path, *, auth: str = "on") -> None:
         self.database_url = database_url
-        self.settings = Settings(database_url=database_url, nats_url=nats_url, home=home)
+        self.settings = Settings(
+            database_url=database_url,
+            nats_url=nats_url,
+            home=home,
+            auth="on" if auth == "on" else "off",
+            admin_token=SecretStr(ADMIN_TOKEN) if auth == "on" else None,
+        )
         self.store = JobStore(database_url, pool_size=1)
         self.blobs = BlobStore(self.settings.blobs_dir)
         self.client: httpx.AsyncClient
@@ -64,6 +76,7 @@ class Deployment:
     def add_job(self, title: str, *, big: bool = False) -> None:
         """A job planned and built, with artifacts like the services write."""
         job = Job.submit(title=title, description="a small program")
+        job.admit(by="scheduler", causation_id="test")
         put = self.blobs.put_text
         files = {"main.py": put(f"# {title}\n"), "README.md": put("read me\n")}
         artifacts = {
@@ -89,15 +102,25 @@ class Deployment:
 
 @asynccontextmanager
 async def serving(
-    database_url: str, nats_url: str, home: Path, gateway: GatewaySettings | None = None
+    database_url: str,
+    nats_url: str,
+    home: Path,
+    gateway: GatewaySettings | None = None,
+    *,
+    auth: str = "on",
 ) -> AsyncIterator[Deployment]:
-    deployment = Deployment(database_url, nats_url, home)
+    """A gateway on the store, and a client of it: as the first admin (VDO_ADMIN_TOKEN's) with
+    authentication on, as the local admin with it off."""
+    deployment = Deployment(database_url, nats_url, home, auth=auth)
     app = create_app(deployment.settings, gateway or GatewaySettings())
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if auth == "on" else {}
     try:
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://127.0.0.1",
+                headers=headers,
             ) as client,
         ):
             deployment.client = client
@@ -127,7 +150,7 @@ async def source(database_url: str, nats_url: str, tmp_path: Path) -> AsyncItera
 async def target(
     make_database: Callable[[], str], nats_url: str, tmp_path: Path
 ) -> AsyncIterator[Deployment]:
-    async with serving(make_database(), nats_url, tmp_path / "target") as deployment:
+    async with serving(make_database(), nats_url, tmp_path / "target", auth="off") as deployment:
         yield deployment
 
 
@@ -145,10 +168,16 @@ async def in_pieces(data: bytes, size: int = 64 * KIB) -> AsyncIterator[bytes]:
 
 
 async def test_a_backup_restores_into_another_deployment_event_for_event(
-    source: Deployment, target: Deployment
+    source: Deployment, target: Deployment, nats_url: str, tmp_path: Path
 ) -> None:
     source.add_job("first", big=True)
     source.add_job("second")
+    # A member and their token, made through the API: in the backup as events (digested).
+    added = await source.client.post("/api/users", json={"name": "ada", "role": "member"})
+    assert added.status_code == 201, added.text
+    made = await source.client.post("/api/tokens", json={"user": "ada", "name": "laptop"})
+    assert made.status_code == 201, made.text
+    member_token = made.json()["token"]
     end = source.store.max_position()
 
     response = await source.client.get("/api/admin/backup")
@@ -168,6 +197,7 @@ async def test_a_backup_restores_into_another_deployment_event_for_event(
     assert restored.status_code == 200, restored.text
     body = restored.json()
     assert (body["outcome"], body["kind"], body["since"]) == ("restored", "backup", 0)
+    # Two jobs (the accounts' events are in the backup too, and not counted as jobs).
     assert (body["events"], body["jobs"], body["last_position"]) == (end, 2, end)
     assert body["blobs_written"] == body["blobs"] == len(source.blob_files())
     assert body["projected_position"] == 0
@@ -189,6 +219,23 @@ async def test_a_backup_restores_into_another_deployment_event_for_event(
     assert again.json()["blobs_written"] == 0
     assert "up to date" in again.json()["read_models"]
     assert target.rows() == source.rows()
+    assert member_token.encode() not in b"".join(bytes(row[4]) for row in target.rows())
+    assert ADMIN_TOKEN.encode() not in b"".join(bytes(row[4]) for row in target.rows())
+
+    # The restored deployment, with authentication on, answers to the source's tokens.
+    async with serving(
+        target.database_url, nats_url, tmp_path / "restored", gateway=None
+    ) as restarted:
+        assert restarted.store.max_position() == end  # nothing written at its start
+        me = await restarted.client.get("/api/me")
+        assert (me.status_code, me.json()["name"], me.json()["role"]) == (200, "admin", "admin")
+        member = {"Authorization": f"Bearer {member_token}"}
+        ada = await restarted.client.get("/api/me", headers=member)
+        assert (ada.status_code, ada.json()["name"], ada.json()["role"]) == (200, "ada", "member")
+        refused = await restarted.client.get(
+            "/api/me", headers={"Authorization": f"Bearer {member_token[:-1]}x"}
+        )
+        assert refused.status_code == 401
 
 
 async def test_a_restore_into_a_deployment_that_is_not_empty_is_refused(
@@ -207,6 +254,18 @@ async def test_a_restore_into_a_deployment_that_is_not_empty_is_refused(
     assert f"not empty: its event store holds {end} events" in response.json()["detail"]
     assert (target.rows(), target.blob_files()) == before
     assert target.leftovers() == []
+
+
+async def test_a_restore_into_a_deployment_that_made_its_first_admin_says_why_it_is_refused(
+    source: Deployment, make_database: Callable[[], str], nats_url: str, tmp_path: Path
+) -> None:
+    source.add_job("theirs")
+    backup = await download(source, "/api/admin/backup")
+    async with serving(make_database(), nats_url, tmp_path / "fresh") as fresh:
+        response = await fresh.client.post("/api/admin/restore", content=backup, headers=GZIP)
+        assert response.status_code == 409
+        assert "first start with authentication on" in response.json()["detail"]
+        assert fresh.store.max_position() == 2
 
 
 async def test_read_models_ahead_of_an_empty_store_refuse_a_restore(
@@ -363,11 +422,12 @@ async def test_a_bundle_over_the_limit_is_refused_while_it_arrives(
         small = await stack.enter_async_context(
             serving(database_url, nats_url, tmp_path, GatewaySettings(max_bundle_bytes=limit))
         )
+        before = small.store.max_position()
         body = os.urandom(limit + 1)
         for path in ("/api/admin/restore", "/api/admin/import"):
             for content in (body, in_pieces(body, 16 * KIB)):
                 response = await small.client.post(path, content=content, headers=GZIP)
                 assert response.status_code == 413
                 assert f"limit of {limit} bytes" in response.json()["detail"]
-        assert small.store.max_position() == 0
+        assert small.store.max_position() == before
         assert small.leftovers() == []

@@ -18,6 +18,8 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from pydantic import SecretStr
+from tests.harness import ADMIN_TOKEN
 
 from vdo_cli.embedded import EmbeddedNats
 from vdo_gateway.app import create_app
@@ -30,9 +32,20 @@ MB = 1024 * 1024
 JOB = {"title": "todo API", "description": "a FastAPI todo API with SQLite and tests"}
 
 
+# The gateway makes the first admin with VDO_ADMIN_TOKEN when it starts: its user and its token
+# are the store's first two events.
+ACCOUNT_EVENTS = 2
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 @pytest.fixture
 def settings(database_url: str, nats_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, nats_url=nats_url, home=tmp_path)
+    return Settings(
+        database_url=database_url,
+        nats_url=nats_url,
+        home=tmp_path,
+        admin_token=SecretStr(ADMIN_TOKEN),
+    )
 
 
 @pytest.fixture
@@ -41,7 +54,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", headers=AUTH
         ) as client,
     ):
         yield client
@@ -72,7 +85,7 @@ async def test_submit_then_read_the_job_and_its_events(
     assert created["status"] == "queued"
     assert (created["phase"], created["step"], created["attempt"]) == ("planning", "plan", 1)
     assert (created["max_attempts"], created["budget_usd"]) == (2, 2.5)
-    assert created["position"] == store.max_position() == 1
+    assert created["position"] == store.max_position() == ACCOUNT_EVENTS + 1
 
     # The projector has not run: the store answers, so a fresh id is never a 404.
     early = await client.get(f"/api/jobs/{job_id}")
@@ -87,15 +100,18 @@ async def test_submit_then_read_the_job_and_its_events(
     assert detail["description"] == JOB["description"]
     assert detail["created_at"] == created["created_at"]
     assert detail["steps"] == []
-    assert detail["position"] == 1
+    assert detail["position"] == ACCOUNT_EVENTS + 1
 
     events = (await client.get(f"/api/jobs/{job_id}/events")).json()
     assert events["job_id"] == job_id
     assert [(e["position"], e["version"], e["type"]) for e in events["items"]] == [
-        (1, 1, "JobSubmitted")
+        (ACCOUNT_EVENTS + 1, 1, "JobSubmitted")
     ]
     assert events["items"][0]["data"]["title"] == JOB["title"]
-    later = (await client.get(f"/api/jobs/{job_id}/events", params={"after": 1})).json()
+    assert events["items"][0]["data"]["submitted_by"] == "admin"
+    later = (
+        await client.get(f"/api/jobs/{job_id}/events", params={"after": ACCOUNT_EVENTS + 1})
+    ).json()
     assert later["items"] == []
 
     page = (await client.get("/api/jobs")).json()
@@ -104,7 +120,11 @@ async def test_submit_then_read_the_job_and_its_events(
 
     stats = (await client.get("/api/stats")).json()
     assert stats["by_status"]["queued"] == 1
-    assert (stats["total_jobs"], stats["total_events"], stats["projected_position"]) == (1, 1, 1)
+    assert (stats["total_jobs"], stats["total_events"], stats["projected_position"]) == (
+        1,
+        ACCOUNT_EVENTS + 1,
+        ACCOUNT_EVENTS + 1,
+    )
     assert stats["mean_duration_seconds"] is None
 
 
@@ -125,18 +145,14 @@ async def test_jobs_are_listed_newest_first_a_page_at_a_time(
         assert "query parameter" in response.json()["detail"]
 
 
-async def test_a_bearer_token_is_accepted_and_kept_nowhere(
-    client: httpx.AsyncClient, store: JobStore
-) -> None:
-    token = "secret-token-" + uuid4().hex
-    headers = {"Authorization": f"Bearer {token}"}
-    response = await client.post("/api/jobs", json=JOB, headers=headers)
+async def test_the_bearer_token_is_kept_nowhere(client: httpx.AsyncClient, store: JobStore) -> None:
+    response = await client.post("/api/jobs", json=JOB)
     assert response.status_code == 201
     job_id = response.json()["id"]
-    assert (await client.get(f"/api/jobs/{job_id}", headers=headers)).status_code == 200
-    assert (await client.get(f"/api/jobs/{job_id}/events", headers=headers)).status_code == 200
-    assert (await client.get("/api/jobs", headers=headers)).status_code == 200
-    assert token not in json.dumps([e.to_json() for e in store.read(after=0)])
+    assert (await client.get(f"/api/jobs/{job_id}")).status_code == 200
+    assert (await client.get(f"/api/jobs/{job_id}/events")).status_code == 200
+    assert (await client.get("/api/jobs")).status_code == 200
+    assert ADMIN_TOKEN not in json.dumps([e.to_json() for e in store.read(after=0)])
 
 
 async def chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -158,7 +174,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
     ("attempts as a fraction", {"json": {**JOB, "max_attempts": 2.5}}, 422, "'max_attempts'"),
     ("attempts as a boolean", {"json": {**JOB, "max_attempts": True}}, 422, "'max_attempts'"),
     ("budget as a string", {"json": {**JOB, "budget_usd": "1"}}, 422, "'budget_usd'"),
-    ("unknown field", {"json": {**JOB, "priority": 1}}, 422, "unknown field 'priority'"),
+    ("unknown field", {"json": {**JOB, "colour": 1}}, 422, "unknown field 'colour'"),
     ("empty title", {"json": {**JOB, "title": ""}}, 422, "field 'title'"),
     ("blank title", {"json": {**JOB, "title": "   "}}, 422, "title must not be empty"),
     ("title too long", {"json": {**JOB, "title": "t" * 201}}, 422, "at most 200"),
@@ -287,12 +303,13 @@ async def test_health_reports_each_component_and_the_lags(
     await submit(client)
     health = await wait_for_health(client, 200)
     assert health["status"] == "ok"
-    assert health["position"] == 2
+    assert health["position"] == ACCOUNT_EVENTS + 2
     components = health["components"]
     assert components["database"]["status"] == "ok"
     assert components["nats"]["status"] == "ok"
-    # Nothing relayed or projected yet: both are two events behind.
-    assert (components["relay"]["lag"], components["projector"]["lag"]) == (2, 2)
+    # Nothing relayed or projected yet: both are every event behind.
+    lag = ACCOUNT_EVENTS + 2
+    assert (components["relay"]["lag"], components["projector"]["lag"]) == (lag, lag)
 
     nats_server.stop()
     down = await wait_for_health(client, 503)
@@ -324,13 +341,24 @@ async def test_openapi_describes_the_create_and_public_models(client: httpx.Asyn
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
-def test_the_gateway_refuses_a_non_loopback_host(settings: Settings, host: str) -> None:
+def test_with_authentication_off_the_gateway_refuses_a_non_loopback_host(
+    settings: Settings, host: str
+) -> None:
     with pytest.raises(UnsafeBindError, match="loopback"):
-        create_app(settings.model_copy(update={"host": host}))
+        create_app(settings.model_copy(update={"host": host, "auth": "off"}))
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
-def test_the_gateway_accepts_a_loopback_host(settings: Settings, host: str) -> None:
+def test_with_authentication_off_the_gateway_accepts_a_loopback_host(
+    settings: Settings, host: str
+) -> None:
+    create_app(settings.model_copy(update={"host": host, "auth": "off"}))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "127.0.0.1"])
+def test_with_authentication_on_the_gateway_may_listen_anywhere(
+    settings: Settings, host: str
+) -> None:
     create_app(settings.model_copy(update={"host": host}))
 
 
@@ -350,18 +378,19 @@ def test_the_gateway_process_serves_and_refuses_to_expose_itself(settings: Setti
     }
     refused = subprocess.run(
         [sys.executable, "-m", "vdo_gateway"],
-        env={**env, "VDO_HOST": "0.0.0.0"},
+        env={**env, "VDO_HOST": "0.0.0.0", "VDO_AUTH": "off"},
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert refused.returncode == 2
     assert "loopback" in refused.stderr
+    assert "authentication off" in refused.stderr
 
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "vdo_gateway"],
-        env={**env, "VDO_PORT": str(port)},
+        env={**env, "VDO_PORT": str(port), "VDO_ADMIN_TOKEN": ADMIN_TOKEN},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -377,12 +406,14 @@ def test_the_gateway_process_serves_and_refuses_to_expose_itself(settings: Setti
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "the gateway did not become healthy"
             time.sleep(0.1)
-        created = httpx.post(f"http://127.0.0.1:{port}/api/jobs", json=JOB, timeout=5)
+        anonymous = httpx.post(f"http://127.0.0.1:{port}/api/jobs", json=JOB, timeout=5)
+        assert anonymous.status_code == 401
+        created = httpx.post(f"http://127.0.0.1:{port}/api/jobs", json=JOB, headers=AUTH, timeout=5)
         assert created.status_code == 201
         big = httpx.post(
             f"http://127.0.0.1:{port}/api/jobs",
             content=b"x" * 10 * MB,
-            headers={"content-type": "application/json"},
+            headers={"content-type": "application/json", **AUTH},
             timeout=30,
         )
         assert big.status_code == 413

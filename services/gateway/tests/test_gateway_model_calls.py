@@ -13,6 +13,8 @@ from uuid import UUID, uuid4
 import httpx
 import psycopg
 import pytest
+from pydantic import SecretStr
+from tests.harness import ADMIN_TOKEN
 
 from vdo_gateway.app import create_app
 from vdo_gateway.errors import REBUILDING
@@ -30,7 +32,12 @@ ROUTES = {
 
 @pytest.fixture
 def settings(database_url: str, nats_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, nats_url=nats_url, home=tmp_path)
+    return Settings(
+        database_url=database_url,
+        nats_url=nats_url,
+        home=tmp_path,
+        admin_token=SecretStr(ADMIN_TOKEN),
+    )
 
 
 @pytest.fixture
@@ -39,7 +46,9 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://127.0.0.1",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         ) as client,
     ):
         yield client
@@ -63,6 +72,7 @@ def plan_with_a_fallback(store: JobStore, job_id: UUID) -> None:
     """The plan as a service with a router would make it: the main route rate limited, the
     fallback answering; then a repair call left open (running, or interrupted)."""
     job = store.get(job_id)
+    job.admit(by="scheduler", causation_id="test")
     due = job.is_due(Step.PLAN)
     assert due is not None
     job.start_step(due, worker="planner@host:1", causation_id="test")
@@ -298,7 +308,9 @@ async def test_read_models_of_an_older_version_answer_503_until_rebuilt(
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://127.0.0.1",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
         ) as client,
     ):
         for path in ("/api/jobs", f"/api/jobs/{job.id}", "/api/stats"):

@@ -1,15 +1,19 @@
 """Random job histories for the projector's tests: every path the rules allow, interleaved,
-with awkward text and JSON."""
+with awkward text and JSON, and the accounts' events (users, roles, tokens made and revoked)
+and the templates' (made, changed, deleted) among them."""
 
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+from vdo_kernel.accounts import Role, Token, User, new_token
 from vdo_kernel.domain import (
     ALLOWED_OUTCOMES,
     CALL_OUTCOMES,
+    PIPELINE,
     REJECTING_OUTCOMES,
     DomainError,
     Due,
@@ -17,6 +21,7 @@ from vdo_kernel.domain import (
     call_key,
 )
 from vdo_kernel.store import JobStore
+from vdo_kernel.templates import Template, TemplateFields
 
 AWKWARD_TEXT = [
     "plain",
@@ -98,10 +103,104 @@ def model_call(job: Job, due: Due, rng: random.Random, tries: dict[str, int]) ->
     tries[name] = try_number
 
 
+TOKEN_NAMES = ["laptop", "ci", "é and 🚀, \\N", "quotes \" '", "x" * 100]
+
+
+class Accounts:
+    """Users and tokens changed at random: every account event, with awkward names."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.users: list[str] = []
+        self.tokens: list[str] = []
+
+    def step(self, store: JobStore) -> None:
+        rng = self.rng
+        roll = rng.random()
+        if not self.users or roll < 0.3:
+            name = f"u{rng.getrandbits(40):010x}{rng.choice(['', '.a', 'b-c', 'd_e'])}"
+            store.save(User.add(name=name, role=rng.choice(list(Role)), by="someone"))
+            self.users.append(name)
+        elif roll < 0.45:
+            user = store.get_user(rng.choice(self.users))
+            assert user is not None
+            user.change_role(rng.choice([r for r in Role if r is not user.role]), by="an admin")
+            store.save(user)
+        elif roll < 0.8 or not self.tokens:
+            user = store.get_user(rng.choice(self.users))
+            assert user is not None
+            expires = rng.choice(
+                [None, datetime(2030, 1, 2, 3, 4, 5, 6789, tzinfo=UTC), datetime.now(UTC)]
+            )
+            if expires is not None and rng.random() < 0.5:
+                expires -= timedelta(days=1)  # expired already
+            token = Token.create(
+                new_token(),
+                user=user,
+                name=rng.choice(TOKEN_NAMES),
+                by="an admin",
+                expires_at=expires,
+            )
+            store.save(token)
+            self.tokens.append(token.token_id)
+        else:
+            found = store.get_token(rng.choice(self.tokens))
+            assert found is not None
+            if not found.revoked:
+                found.revoke(by=rng.choice(["an admin", "é"]))
+                store.save(found)
+
+
+class Templates:
+    """Job templates made, changed and deleted at random, with awkward text."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.live: list[UUID] = []
+
+    def fields(self, name: str) -> TemplateFields:
+        rng = self.rng
+        return TemplateFields(
+            name=name,
+            title=f"template {rng.choice(AWKWARD_TEXT)}".replace("\x00", ""),
+            description=rng.choice(AWKWARD_TEXT).replace("\x00", "") or "something",
+            summary=rng.choice(AWKWARD_TEXT).replace("\x00", ""),
+            routes=rng.choice(ROUTES),
+            max_attempts=rng.choice([None, 1, 3]),
+            budget_usd=rng.choice([None, 0.1, 2.5, 3]),
+            priority=rng.choice([None, 0, 9]),
+        )
+
+    def step(self, store: JobStore) -> None:
+        rng = self.rng
+        roll = rng.random()
+        if not self.live or roll < 0.5:
+            template = Template.create(
+                self.fields(f"t{rng.getrandbits(40):010x}"),
+                by=rng.choice(["ada", "é"]),
+                taken=(),
+                from_job=rng.choice([None, str(uuid4())]),
+            )
+            store.save(template)
+            self.live.append(template.id)
+            return
+        found = store.get_template(rng.choice(self.live))
+        assert found is not None
+        if roll < 0.8:
+            found.update(self.fields(found.name), by="bob", taken=())
+        else:
+            found.delete(by="an admin")
+            self.live.remove(found.id)
+        store.save(found)
+
+
 def random_history(store: JobStore, rng: random.Random, after_each: Any = None) -> None:
-    """Jobs driven at random, interleaved: every path the rules allow gets taken somewhere."""
+    """Jobs driven at random, interleaved: every path the rules allow gets taken somewhere;
+    the accounts change now and then among them."""
     open_jobs: list[UUID] = []
     tries: dict[str, int] = {}
+    accounts = Accounts(rng)
+    templates = Templates(rng)
     for number in range(rng.randint(3, 7)):
         job = Job.submit(
             title=f"job {number} {rng.choice(AWKWARD_TEXT)}".replace("\x00", ""),
@@ -110,16 +209,45 @@ def random_history(store: JobStore, rng: random.Random, after_each: Any = None) 
             budget_usd=rng.choice([1, 0.1, 2.5, 10_000]),
             submitted_by=rng.choice(["anonymous", "ciso@example.com", "é"]),
             routes=rng.choice(ROUTES),
+            priority=rng.choice([0, 5, 5, 9]),
         )
         store.save(job)
         open_jobs.append(job.id)
+    retries: dict[UUID, int] = {}
     for _ in range(rng.randint(80, 200)):
         if not open_jobs:
             break
+        if rng.random() < 0.08:
+            accounts.step(store)
+        if rng.random() < 0.05:
+            templates.step(store)
         job_id = rng.choice(open_jobs)
         job = store.get(job_id)
+        if job.is_queued:
+            # Let it run, or cancel it while it waits.
+            if rng.random() < 0.1:
+                job.cancel(reason=rng.choice(AWKWARD_TEXT), by="someone", causation_id="test")
+            else:
+                job.admit(by="scheduler", causation_id="test")
+            store.save(job)
+            continue
         due = job.due()
         if due is None:
+            # Ended: now and then retried, from a step the rules allow.
+            if job.is_finished and retries.get(job_id, 0) < 2 and rng.random() < 0.4:
+                retries[job_id] = retries.get(job_id, 0) + 1
+                try:
+                    job.retry(
+                        rng.choice(PIPELINE),
+                        by="someone",
+                        reason=rng.choice(AWKWARD_TEXT),
+                        priority=rng.choice([None, 0, 9]),
+                        causation_id="test",
+                    )
+                except DomainError:
+                    continue  # nothing good to reuse from there; it may try again
+                store.save(job)
+                continue
             open_jobs.remove(job_id)
             continue
         roll = rng.random()

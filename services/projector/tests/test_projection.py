@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from vdo_kernel import readmodels
+from vdo_kernel.accounts import Role, Token, User, new_token
 from vdo_kernel.bus import connect, ensure_stream
 from vdo_kernel.consumer import Delivery, Subscription
 from vdo_kernel.domain import Job, Outcome, Step
@@ -47,15 +48,23 @@ def projection(database_url: str, store: JobStore) -> Iterator[Projection]:
     projection.close()
 
 
-def submit(store: JobStore, title: str = "todo api") -> UUID:
+def submit(store: JobStore, title: str = "todo api", priority: int = 5) -> UUID:
     job = Job.submit(
         title=title,
         description="a FastAPI todo API with tests",
         max_attempts=2,
         routes=ROUTES if title == "completed" else None,
+        priority=priority,
     )
     store.save(job)
     return job.id
+
+
+def admit(store: JobStore, job_id: UUID) -> None:
+    """What the scheduler does when the job's turn comes."""
+    job = store.get(job_id)
+    job.admit(by="scheduler", causation_id="test")
+    store.save(job)
 
 
 def start(store: JobStore, job_id: UUID) -> None:
@@ -119,8 +128,10 @@ def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
     calls retried, fallen back, failed and left open."""
     hook = after_each if callable(after_each) else (lambda: None)
     jobs = {name: submit(store, name) for name in ("completed", "failed", "cancelled", "queued")}
+    jobs["retried"] = submit(store, "retried", priority=9)
     hook()
     done = jobs["completed"]
+    admit(store, done)
     start(store, done)
     # The plan's call: rate limited on the main route, then answered by the fallback.
     first = start_call(store, done, call=1, try_number=1, route=ROUTES["planner"][0], reserved=0.2)
@@ -155,6 +166,7 @@ def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
         hook()
 
     failed = jobs["failed"]
+    admit(store, failed)
     start(store, failed)
     start(store, failed)  # started again without a result: resumed
     job = store.get(failed)
@@ -169,13 +181,51 @@ def history(store: JobStore, after_each: object = None) -> dict[str, UUID]:
     store.save(job)
     hook()
 
+    # Built, cancelled, then retried from testing with a lower priority: back in the queue.
+    retried = jobs["retried"]
+    admit(store, retried)
+    step(store, retried)
+    step(store, retried)
+    job = store.get(retried)
+    job.cancel(reason="wrong tests", by="someone", causation_id="test")
+    store.save(job)
+    job = store.get(retried)
+    job.retry(
+        Step.WRITE_TESTS,
+        by="someone",
+        reason="test the edge cases",
+        priority=2,
+        causation_id="test",
+    )
+    store.save(job)
+    hook()
+
     jobs["running"] = submit(store, "running")
+    admit(store, jobs["running"])
+    accounts(store)
     step(store, jobs["running"])
     start(store, jobs["running"])
     # A call running (or interrupted: nothing says which until it is resumed).
     start_call(store, jobs["running"], call=1, try_number=1, route="openai:gpt-4.1", reserved=0.3)
     hook()
     return jobs
+
+
+def accounts(store: JobStore) -> dict[str, str]:
+    """Users (one whose role changes) and tokens (one that expires, one revoked), among the
+    jobs' events; returns the tokens' ids by name."""
+    ada = User.add(name="ada", role=Role.MEMBER, by="first start")
+    bob = User.add(name="bob", role=Role.VIEWER, by="ada")
+    store.save(ada, bob)
+    laptop = Token.create(
+        new_token(), user=ada, name="laptop", by="ada", expires_at=datetime(2031, 5, 6, tzinfo=UTC)
+    )
+    ci = Token.create(new_token(), user=bob, name="ci", by="ada")
+    store.save(laptop, ci)
+    bob.change_role(Role.MEMBER, by="ada")
+    ci.revoke(by="ada")
+    store.save(bob, ci)
+    return {"laptop": laptop.token_id, "ci": ci.token_id}
 
 
 def rows(database_url: str, query: str) -> list[tuple[object, ...]]:
@@ -191,8 +241,20 @@ def test_projection_applies_every_event_in_order(
     assert applied == store.max_position()
     assert projection.position() == store.max_position()
 
+    # Every job event is in the timeline; the accounts' events are not (they have tables of
+    # their own).
     timeline = rows(database_url, "SELECT position FROM vdo_read.timeline ORDER BY position")
-    assert [r[0] for r in timeline] == list(range(1, store.max_position() + 1))
+    logged = store.read(after=0, limit=10_000)
+    assert [r[0] for r in timeline] == [e.position for e in logged if e.is_job_event]
+    assert any(not e.is_job_event for e in logged)
+    users = rows(database_url, "SELECT name, role, created_by, version FROM vdo_read.users")
+    assert sorted(users) == [("ada", "member", "first start", 1), ("bob", "member", "ada", 2)]
+    tokens = rows(
+        database_url,
+        "SELECT user_name, name, expires_at IS NOT NULL, revoked_by FROM vdo_read.tokens "
+        "ORDER BY name",
+    )
+    assert tokens == [("bob", "ci", False, "ada"), ("ada", "laptop", True, None)]
 
     with psycopg.connect(database_url) as conn:
         done = readmodels.get_job(conn, jobs["completed"])
@@ -288,12 +350,41 @@ def test_projection_applies_every_event_in_order(
         running_calls = readmodels.calls_summary(conn, jobs["running"])
         assert (running_calls.count, running_calls.open, running_calls.held_usd) == (1, 1, 0.3)
 
+        retried = readmodels.get_job(conn, jobs["retried"])
+        assert retried is not None
+        retry = store.job_events(jobs["retried"])[-1]
+        assert retry.type == "JobRetried"
+        assert (retried.status, retried.phase, retried.step, retried.attempt) == (
+            "queued",
+            "testing",
+            "write_tests",
+            2,
+        )
+        assert (retried.priority, retried.queued_position) == (2, retry.position)
+        assert (retried.finished_at, retried.finished_reason, retried.max_attempts) == (
+            None,
+            None,
+            2,
+        )
+        # The queue: the higher priority first (the retry lowered this one's).
+        assert (queued.priority, queued.queue_position, retried.queue_position) == (5, 1, 2)
+        assert (done.priority, done.queued_position, done.queue_position) == (5, None, None)
+        in_line, waiting = readmodels.list_jobs(conn, limit=10, offset=0, status="queued")
+        assert [(j.id, j.queue_position) for j in in_line] == [
+            (jobs["queued"], 1),
+            (jobs["retried"], 2),
+        ]
+        assert waiting == 2
+        assert readmodels.queued_ahead(conn, 5) == 1
+        assert readmodels.queued_ahead(conn, 0) == 2
+
         page, total = readmodels.list_jobs(conn, limit=2, offset=0)
-        assert total == 5
-        assert [j.id for j in page] == [jobs["running"], jobs["queued"]]
+        assert total == 6
+        assert [j.id for j in page] == [jobs["running"], jobs["retried"]]
+        assert [j.queue_position for j in page] == [None, 2]
         stats = readmodels.stats(conn)
         assert stats.by_status == {
-            "queued": 1,
+            "queued": 2,
             "running": 1,
             "completed": 1,
             "failed": 1,
@@ -404,7 +495,8 @@ def test_two_replicas_apply_each_event_exactly_once(database_url: str, store: Jo
     try:
         assert replicas[0].position() == store.max_position()
         count = rows(database_url, "SELECT count(*) FROM vdo_read.timeline")
-        assert count[0][0] == store.max_position()
+        job_events = [e for e in store.read(after=0, limit=10_000) if e.is_job_event]
+        assert count[0][0] == len(job_events)
         live = checksums(database_url)
         assert rebuild(database_url).checksums == live
     finally:

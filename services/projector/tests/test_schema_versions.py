@@ -24,14 +24,19 @@ from vdo_projector.projection import Projection, checksums, rebuild
 from vdo_projector.verify import verify
 
 
-def save_v1_submission(store: JobStore, title: str) -> UUID:
-    """A JobSubmitted as version 1 stored it: no routes, no class version."""
+def save_v1_submission(store: JobStore, title: str, version: int = 1) -> UUID:
+    """A JobSubmitted as version 1 stored it (no routes, no priority, no class version), or
+    version 2 (routes, no priority)."""
     job = Job.submit(title=title, description="stored before routes existed", budget_usd=2.0)
     (event,) = job.collect_events()
     stored = store.app.mapper.to_stored_event(event)
     state = json.loads(stored.state)
-    assert state.pop("class_version") == 2
-    del state["routes"]
+    assert state.pop("class_version") == 3
+    del state["priority"]
+    if version == 1:
+        del state["routes"]
+    else:
+        state["class_version"] = version
     store.recorder.insert_events(
         [
             StoredEvent(
@@ -62,19 +67,32 @@ def test_a_version_1_submission_projects_with_no_routes_both_ways(
     database_url: str, store: JobStore
 ) -> None:
     old = save_v1_submission(store, "old")
-    new = Job.submit(title="new", description="d", routes={"tester": ["openai:gpt-4.1"]})
+    older_than_the_queue = save_v1_submission(store, "v2", version=2)
+    new = Job.submit(
+        title="new", description="d", routes={"tester": ["openai:gpt-4.1"]}, priority=7
+    )
     store.save(new)
     projection = Projection(database_url, store)
     try:
         projection.catch_up()
         with psycopg.connect(database_url) as conn:
             old_row, new_row = readmodels.get_job(conn, old), readmodels.get_job(conn, new.id)
+            v2_row = readmodels.get_job(conn, older_than_the_queue)
         assert old_row is not None
         assert new_row is not None
+        assert v2_row is not None
         assert (old_row.title, old_row.routes, old_row.budget_usd) == ("old", {}, 2.0)
         assert new_row.routes == {"tester": ["openai:gpt-4.1"]}
-        # The store upcasts the old event: the job reads the same through the domain.
+        # Before the queue, every job had the default priority; they wait in the queue as any.
+        assert (old_row.priority, v2_row.priority, new_row.priority) == (5, 5, 7)
+        assert (old_row.queue_position, v2_row.queue_position, new_row.queue_position) == (
+            2,
+            3,
+            1,
+        )
+        # The store upcasts the old events: the jobs read the same through the domain.
         assert store.get(old).routes == {}
+        assert (store.get(old).priority, store.get(older_than_the_queue).priority) == (5, 5)
         assert rebuild(database_url).checksums == checksums(database_url)
     finally:
         projection.close()

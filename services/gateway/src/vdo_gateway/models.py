@@ -8,14 +8,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import date, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from vdo_kernel.accounts import TOKEN_NAME_MAX, Token, User
 from vdo_kernel.domain import (
+    DEFAULT_PRIORITY,
     DESCRIPTION_MAX,
     MAX_ATTEMPTS_LIMIT,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     STEP_PHASE,
     TITLE_MAX,
     Job,
@@ -25,10 +29,14 @@ from vdo_kernel.domain import (
 from vdo_kernel.readmodels import (
     CallsSummary,
     DayCost,
+    DayJobs,
     JobRow,
     ModelCallRow,
     ModelCost,
+    PhaseDuration,
     StepRow,
+    TokenRow,
+    UserRow,
 )
 from vdo_kernel.store import StoredJobEvent
 
@@ -88,15 +96,35 @@ Routes = dict[
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    title: Annotated[str, Field(min_length=1, max_length=TITLE_MAX, examples=["todo API"])]
+    title: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=TITLE_MAX,
+            description="required, unless the template gives it",
+            examples=["todo API"],
+        ),
+    ] = None
     description: Annotated[
-        str,
+        str | None,
         Field(
             min_length=1,
             max_length=DESCRIPTION_MAX,
+            description="what to build, in plain language; required, unless the template gives it",
             examples=["a FastAPI todo API with SQLite and tests"],
         ),
-    ]
+    ] = None
+    template: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="a template (its id, or its name: a built-in one's such as todo-api, "
+            "see GET /api/templates) whose fields fill in what the request leaves out; model "
+            "routes are merged by phase, the request's first",
+            examples=["todo-api"],
+        ),
+    ] = None
     max_attempts: Annotated[
         int | None,
         Field(ge=1, le=MAX_ATTEMPTS_LIMIT, description="build/test/review rounds at most"),
@@ -119,11 +147,23 @@ class JobCreate(BaseModel):
             examples=[{"planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"]}],
         ),
     ] = None
+    priority: Annotated[
+        int | None,
+        Field(
+            ge=PRIORITY_MIN,
+            le=PRIORITY_MAX,
+            description=f"the job's place in the queue: {PRIORITY_MIN} to {PRIORITY_MAX}, "
+            f"higher runs first, first come first served within a priority (default: "
+            f"{DEFAULT_PRIORITY})",
+        ),
+    ] = None
 
     @field_validator("title", "description")
     @classmethod
-    def _storable_text(cls, value: str) -> str:
+    def _storable_text(cls, value: str | None) -> str | None:
         # The store would keep them, but no reader could show them faithfully.
+        if value is None:
+            return value
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
         try:
@@ -131,6 +171,74 @@ class JobCreate(BaseModel):
         except UnicodeEncodeError:
             raise ValueError("must be valid Unicode text (no unpaired surrogates)") from None
         return value
+
+
+REASON_MAX: Final = 2000
+# Where a retry may start: a phase (its first step) or a step.
+RetryStart = Literal[
+    "planning",
+    "building",
+    "testing",
+    "reviewing",
+    "sandboxing",
+    "plan",
+    "build",
+    "write_tests",
+    "run_tests",
+    "review",
+    "sandbox_run",
+]
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no unpaired surrogates)") from None
+    return value
+
+
+class JobCancel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: Annotated[
+        str,
+        AfterValidator(_text),
+        Field(max_length=REASON_MAX, description="why, for the job's history"),
+    ] = "cancelled on request"
+
+
+class JobRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    start: Annotated[
+        RetryStart,
+        Field(
+            alias="from",
+            description="where the new attempt starts: a phase (at its first step: testing "
+            "writes the tests again) or a step (run_tests runs the same tests again); the steps "
+            "before it keep the results of the job's last attempt, which must have been good",
+        ),
+    ]
+    reason: Annotated[
+        str,
+        AfterValidator(_text),
+        Field(
+            max_length=REASON_MAX,
+            description="what to do differently: the builder is told it as feedback (without "
+            "one, why the job ended)",
+        ),
+    ] = ""
+    priority: Annotated[
+        int | None,
+        Field(
+            ge=PRIORITY_MIN,
+            le=PRIORITY_MAX,
+            description="its priority in the queue from now on (default: the job's)",
+        ),
+    ] = None
 
 
 class StepPublic(BaseModel):
@@ -357,6 +465,11 @@ class JobPublic(BaseModel):
     position: int | None = Field(
         description="global position of the job's last event (none when not yet projected)"
     )
+    priority: int = Field(description="its priority in the queue (higher runs first)")
+    queue_position: int | None = Field(
+        description="its place in the queue while it waits there (1 runs next, unless its "
+        "submitter already has as many jobs running as a user may); none when not queued"
+    )
 
     @classmethod
     def row_fields(cls, row: JobRow) -> dict[str, Any]:
@@ -378,6 +491,8 @@ class JobPublic(BaseModel):
             "finished_reason": row.finished_reason,
             "version": row.version,
             "position": row.last_position,
+            "priority": row.priority,
+            "queue_position": row.queue_position,
         }
 
     @classmethod
@@ -418,8 +533,10 @@ class JobDetail(JobPublic):
         *,
         position: int | None = None,
         calls: list[ModelCallPublic] | None = None,
+        queue_position: int | None = None,
     ) -> JobDetail:
-        due = job.due()
+        # A queued job is at the step its admission will make due.
+        due = job.next_step()
         steps = [
             StepPublic(
                 step=step.value,
@@ -455,6 +572,8 @@ class JobDetail(JobPublic):
             finished_reason=job.finished_reason,
             version=job.version,
             position=position,
+            priority=job.priority,
+            queue_position=queue_position if job.is_queued else None,
             steps=steps,
             source="store",
         )
@@ -549,6 +668,60 @@ class StatsPublic(BaseModel):
     cost_by_model: list[ModelCostPublic] = Field(
         description="spending per model (provider:model), the most expensive first"
     )
+    ended_jobs: int = Field(default=0, description="jobs completed, failed or cancelled")
+    success_rate: float | None = Field(
+        default=None,
+        description="completed jobs over ended ones (completed, failed or cancelled), 0 to 1; "
+        "none before any job ended",
+    )
+    phase_durations: list[PhaseDurationPublic] = Field(
+        default_factory=list,
+        description="how long each phase's steps take, from their start to their result, in "
+        "pipeline order",
+    )
+    jobs_by_day: list[DayJobsPublic] = Field(
+        default_factory=list,
+        description="jobs submitted and ended per UTC day: the most recent days with any, "
+        "oldest first",
+    )
+
+
+class PhaseDurationPublic(BaseModel):
+    phase: str
+    steps: int = Field(description="steps timed (started and with a result)")
+    mean_seconds: float
+    p50_seconds: float = Field(description="the median")
+    p95_seconds: float
+    max_seconds: float
+
+    @classmethod
+    def from_duration(cls, duration: PhaseDuration) -> PhaseDurationPublic:
+        return cls(
+            phase=duration.phase,
+            steps=duration.steps,
+            mean_seconds=duration.mean_seconds,
+            p50_seconds=duration.p50_seconds,
+            p95_seconds=duration.p95_seconds,
+            max_seconds=duration.max_seconds,
+        )
+
+
+class DayJobsPublic(BaseModel):
+    day: date = Field(description="a day in UTC")
+    submitted: int
+    completed: int = Field(description="jobs that completed that day")
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def from_day(cls, day: DayJobs) -> DayJobsPublic:
+        return cls(
+            day=day.day,
+            submitted=day.submitted,
+            completed=day.completed,
+            failed=day.failed,
+            cancelled=day.cancelled,
+        )
 
 
 ComponentStatus = Literal["ok", "lagging", "down", "unknown"]
@@ -596,3 +769,180 @@ class BundleLoaded(BaseModel):
     seconds: float = Field(description="time spent loading (after the upload)")
     projected_position: int = Field(description="the position the read models reflect now")
     read_models: str = Field(description="how the read models come up to date")
+
+
+# ---- accounts ------------------------------------------------------------------------------
+
+RoleName = Literal["admin", "member", "viewer"]
+USER_NAME_PATTERN: Final = r"^[a-z][a-z0-9._-]{0,63}$"
+TokenStatus = Literal["active", "expired", "revoked"]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=USER_NAME_PATTERN,
+            description="1 to 64 characters: a lower-case letter, then lower-case letters, "
+            "digits, '.', '_' or '-'",
+            examples=["ada"],
+        ),
+    ]
+    role: RoleName = Field(
+        default="member",
+        description="admin: everything; member: submits jobs, sees and acts on their own; "
+        "viewer: sees every job, acts on none",
+    )
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: RoleName
+
+
+class UserPublic(BaseModel):
+    name: str
+    role: RoleName
+    created_at: datetime
+    created_by: str = Field(description="who added the user ('first start': the deployment)")
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: UserRow) -> UserPublic:
+        return cls(
+            name=row.name,
+            role=_role(row.role),
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+        )
+
+    @classmethod
+    def from_user(cls, user: User) -> UserPublic:
+        return cls(
+            name=user.name,
+            role=_role(user.role.value),
+            created_at=user.created_on,
+            created_by=user.added_by,
+            updated_at=user.modified_on,
+        )
+
+
+class UsersPage(BaseModel):
+    items: list[UserPublic]
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user: Annotated[
+        str | None,
+        Field(
+            pattern=USER_NAME_PATTERN,
+            description="the user the token acts for (default: the caller)",
+        ),
+    ] = None
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=TOKEN_NAME_MAX,
+            description="a label to tell the token apart (where it is used, say)",
+        ),
+    ] = "token"
+    expires_in_days: Annotated[
+        int | None,
+        Field(ge=1, le=3650, description="days until it stops working (default: never)"),
+    ] = None
+
+
+class TokenPublic(BaseModel):
+    id: str = Field(description="the token's short public id (to revoke it)")
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    user: str
+    name: str
+    status: TokenStatus
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+    @classmethod
+    def from_row(cls, row: TokenRow, now: datetime) -> TokenPublic:
+        return cls(
+            id=row.token_id,
+            prefix=row.prefix,
+            user=row.user_name,
+            name=row.name,
+            status=_token_status(row.revoked_at, row.expires_at, now),
+            created_at=row.created_at,
+            created_by=row.created_by,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            revoked_by=row.revoked_by,
+        )
+
+    @classmethod
+    def token_fields(cls, token: Token, now: datetime) -> dict[str, Any]:
+        return {
+            "id": token.token_id,
+            "prefix": token.prefix,
+            "user": token.user_name,
+            "name": token.name,
+            "status": _token_status(token.revoked_at, token.expires_at, now),
+            "created_at": token.created_on,
+            "created_by": token.created_by,
+            "expires_at": token.expires_at,
+            "revoked_at": token.revoked_at,
+            "revoked_by": token.revoked_by,
+        }
+
+    @classmethod
+    def from_token(cls, token: Token, now: datetime) -> TokenPublic:
+        return cls(**cls.token_fields(token, now))
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(
+        description="the token itself: shown this once and kept nowhere (only its digest is)"
+    )
+
+
+class TokensPage(BaseModel):
+    items: list[TokenPublic]
+
+
+class TokenIdentity(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    expires_at: datetime | None
+
+
+class MePublic(BaseModel):
+    name: str = Field(description="the user the request acts for")
+    role: RoleName
+    authentication: Literal["on", "off"] = Field(
+        description="off: every request acts as the local admin (loopback only)"
+    )
+    token: TokenIdentity | None = Field(description="the token used (none when off)")
+
+
+def _role(value: str) -> RoleName:
+    # Checked when the model is made: a role this code does not know is an error, not a
+    # member.
+    return cast(RoleName, value)
+
+
+def _token_status(
+    revoked_at: datetime | None, expires_at: datetime | None, now: datetime
+) -> TokenStatus:
+    if revoked_at is not None:
+        return "revoked"
+    if expires_at is not None and expires_at <= now:
+        return "expired"
+    return "active"

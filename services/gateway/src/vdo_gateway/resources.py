@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import ConnectionPool
 
 from vdo_kernel import logs, readmodels
+from vdo_kernel.bootstrap import AdminTokenError, Outcome, ensure_admin
 from vdo_kernel.bus import connect
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
@@ -90,6 +91,8 @@ class Resources:
             # The read models may not exist yet (no projector has run): queries then answer
             # from empty tables instead of failing.
             await asyncio.to_thread(_create_read_models, database_url)
+            if settings.auth == "on":
+                await asyncio.to_thread(_first_admin, settings, store)
             pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 database_url,
                 min_size=1,
@@ -111,6 +114,20 @@ class Resources:
         await self.bus.close()
         await asyncio.to_thread(self.read_pool.close)
         await asyncio.to_thread(self.store.close)
+
+
+def _first_admin(settings: Settings, store: JobStore) -> None:
+    """Make the first admin with VDO_ADMIN_TOKEN if there is none (a deployment not started by
+    `vdo up`, which does it itself); say so when nobody could use the API."""
+    given = settings.admin_token.get_secret_value() if settings.admin_token else None
+    try:
+        result = ensure_admin(store, settings.home, admin_token=given, generate=False)
+    except AdminTokenError as error:
+        raise RuntimeError(str(error)) from None
+    if result.outcome is Outcome.CREATED:
+        log.info(result.message)
+    elif result.outcome in (Outcome.IGNORED, Outcome.NONE):
+        log.warning(result.message)
 
 
 def _in_utc(conn: psycopg.Connection[Any]) -> None:

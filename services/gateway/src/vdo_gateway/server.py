@@ -19,4 +19,7 @@ def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # Live updates send the same frames to every client: compressed, each connection would
+        # deflate each frame again (its own zlib context), and the CPU would grow with them.
+        ws_per_message_deflate=False,
     )

@@ -21,8 +21,10 @@ from uuid import UUID, uuid4
 import psycopg
 from eventsourcing.utils import get_topic
 
+from vdo_kernel.accounts import ACCOUNT_EVENT_TYPES
 from vdo_kernel.domain import EVENT_TYPES
 from vdo_kernel.store import JobStore
+from vdo_kernel.templates import TEMPLATE_EVENT_TYPES
 from vdo_projector.updates import storable
 
 # Rows fetched per round trip: large enough that the round trips do not count, small enough
@@ -40,7 +42,7 @@ _UNSTORABLE: Final = re.compile(rb"\\u|\xed[\xa0-\xbf]")
 # Events whose class has no upcasting to do: their stored state is decoded as it stands.
 _PLAIN_TOPICS: Final = {
     get_topic(cls): name
-    for name, cls in EVENT_TYPES.items()
+    for name, cls in {**EVENT_TYPES, **ACCOUNT_EVENT_TYPES, **TEMPLATE_EVENT_TYPES}.items()
     if getattr(cls, "class_version", 1) == 1
 }
 

@@ -15,9 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from vdo_kernel.accounts import is_account_event
 from vdo_kernel.domain import PIPELINE, STEP_PHASE, Status
+from vdo_kernel.templates import is_template_event
 from vdo_projector.eventlog import LoggedEvent
-from vdo_projector.updates import finished_call, next_step, phase_of, routes_of, started_call
+from vdo_projector.updates import (
+    created_token,
+    finished_call,
+    next_step,
+    optional_text,
+    phase_of,
+    priority_of,
+    routes_of,
+    started_call,
+    template_fields,
+)
 
 Row = tuple[Any, ...]
 
@@ -49,6 +61,8 @@ class JobState:
     finished_reason: str | None
     version: int
     last_position: int
+    priority: int
+    queued_position: int | None
 
     def row(self) -> Row:
         return (
@@ -71,6 +85,8 @@ class JobState:
             self.finished_reason,
             self.version,
             self.last_position,
+            self.priority,
+            self.queued_position,
         )
 
 
@@ -166,22 +182,139 @@ class CallState:
         )
 
 
+@dataclass(slots=True)
+class UserState:
+    """One row of ``users``, in its columns' order."""
+
+    id: UUID
+    name: str
+    role: str
+    created_at: str
+    created_by: str
+    updated_at: str
+    version: int
+    last_position: int
+
+    def row(self) -> Row:
+        return (
+            self.id,
+            self.name,
+            self.role,
+            self.created_at,
+            self.created_by,
+            self.updated_at,
+            self.version,
+            self.last_position,
+        )
+
+
+@dataclass(slots=True)
+class TokenState:
+    """One row of ``tokens``, in its columns' order."""
+
+    id: UUID
+    token_id: str
+    user_id: str
+    user_name: str
+    name: str
+    sha256: str
+    prefix: str
+    created_at: str
+    created_by: str
+    expires_at: str | None
+    last_position: int
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+
+    def row(self) -> Row:
+        return (
+            self.id,
+            self.token_id,
+            self.user_id,
+            self.user_name,
+            self.name,
+            self.sha256,
+            self.prefix,
+            self.created_at,
+            self.created_by,
+            self.expires_at,
+            self.revoked_at,
+            self.revoked_by,
+            self.last_position,
+        )
+
+
+@dataclass(slots=True)
+class TemplateState:
+    """One row of ``templates``, in its columns' order."""
+
+    id: UUID
+    name: str
+    title: str
+    description: str
+    summary: str
+    routes: Any
+    max_attempts: int | None
+    budget_usd: float | None
+    priority: int | None
+    from_job: str | None
+    from_template: str | None
+    created_at: str
+    created_by: str
+    updated_at: str
+    updated_by: str
+    version: int
+    last_position: int
+
+    def row(self) -> Row:
+        return (
+            self.id,
+            self.name,
+            self.title,
+            self.description,
+            self.summary,
+            json.dumps(self.routes),
+            self.max_attempts,
+            self.budget_usd,
+            self.priority,
+            self.from_job,
+            self.from_template,
+            self.created_at,
+            self.created_by,
+            self.updated_at,
+            self.updated_by,
+            self.version,
+            self.last_position,
+        )
+
+
 StepKey = tuple[UUID, str, int]
 Rule = Callable[["Fold", "JobState | None", LoggedEvent, dict[str, Any]], None]
 
 
 class Fold:
-    """Jobs, steps and model calls as the events so far leave them; each event's timeline row
-    is handed back as it is applied, so the (largest) timeline never has to be held."""
+    """Jobs, steps, model calls, users and tokens as the events so far leave them; each job
+    event's timeline row is handed back as it is applied, so the (largest) timeline never has
+    to be held."""
 
     def __init__(self) -> None:
         self.jobs: dict[UUID, JobState] = {}
         self.steps: dict[StepKey, StepState] = {}
         self.calls: dict[str, CallState] = {}
+        self.users: dict[UUID, UserState] = {}
+        self.tokens: dict[UUID, TokenState] = {}
+        self.templates: dict[UUID, TemplateState] = {}
 
-    def apply(self, event: LoggedEvent) -> Row:
-        """Fold one event in; returns its ``timeline`` row."""
+    def apply(self, event: LoggedEvent) -> Row | None:
+        """Fold one event in; returns its ``timeline`` row (None for an account event, which
+        the timeline does not hold)."""
         data = event.data
+        if is_account_event(event.type):
+            _ACCOUNT_RULES[event.type](self, event, data)
+            return None
+        if is_template_event(event.type):
+            _TEMPLATE_RULES[event.type](self, event, data)
+            return None
         timeline = (
             event.position,
             event.job_id,
@@ -212,6 +345,112 @@ class Fold:
     def call_rows(self) -> Iterator[Row]:
         return (call.row() for call in self.calls.values())
 
+    def user_rows(self) -> Iterator[Row]:
+        return (user.row() for user in self.users.values())
+
+    def token_rows(self) -> Iterator[Row]:
+        return (token.row() for token in self.tokens.values())
+
+    def template_rows(self) -> Iterator[Row]:
+        return (template.row() for template in self.templates.values())
+
+    # ---- the templates' rules (as in `updates`) -----------------------------------------
+
+    def _template_created(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        if event.job_id in self.templates:
+            return  # as the INSERT ... ON CONFLICT DO NOTHING of `updates`
+        template = template_fields(data)
+        self.templates[event.job_id] = TemplateState(
+            id=event.job_id,
+            name=template.name,
+            title=template.title,
+            description=template.description,
+            summary=template.summary,
+            routes=template.routes,
+            max_attempts=template.max_attempts,
+            budget_usd=template.budget_usd,
+            priority=template.priority,
+            from_job=optional_text(data.get("from_job")),
+            from_template=optional_text(data.get("from_template")),
+            created_at=event.timestamp,
+            created_by=template.by,
+            updated_at=event.timestamp,
+            updated_by=template.by,
+            version=event.version,
+            last_position=event.position,
+        )
+
+    def _template_updated(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        row = self.templates.get(event.job_id)
+        if row is None:
+            return
+        template = template_fields(data)
+        row.name = template.name
+        row.title = template.title
+        row.description = template.description
+        row.summary = template.summary
+        row.routes = template.routes
+        row.max_attempts = template.max_attempts
+        row.budget_usd = template.budget_usd
+        row.priority = template.priority
+        row.updated_at = event.timestamp
+        row.updated_by = template.by
+        row.version = event.version
+        row.last_position = event.position
+
+    def _template_deleted(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        self.templates.pop(event.job_id, None)
+
+    # ---- the accounts' rules (as in `updates`) ------------------------------------------
+
+    def _user_added(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        self.users[event.job_id] = UserState(
+            id=event.job_id,
+            name=data["name"],
+            role=data["role"],
+            created_at=event.timestamp,
+            created_by=data["by"],
+            updated_at=event.timestamp,
+            version=event.version,
+            last_position=event.position,
+        )
+
+    def _user_role_changed(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        user = self.users.get(event.job_id)
+        if user is not None:
+            user.role = data["role"]
+            user.updated_at = event.timestamp
+            user.version = event.version
+            user.last_position = event.position
+
+    def _token_created(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        token = created_token(data)
+        # As the INSERT ... ON CONFLICT DO UPDATE of `updates`: a revocation already there
+        # (never, in a log the rules wrote) would stay.
+        previous = self.tokens.get(event.job_id)
+        self.tokens[event.job_id] = TokenState(
+            id=event.job_id,
+            token_id=token.token_id,
+            user_id=token.user_id,
+            user_name=token.user_name,
+            name=token.name,
+            sha256=token.sha256,
+            prefix=token.prefix,
+            created_at=event.timestamp,
+            created_by=token.by,
+            expires_at=token.expires_at,
+            last_position=event.position,
+            revoked_at=previous.revoked_at if previous else None,
+            revoked_by=previous.revoked_by if previous else None,
+        )
+
+    def _token_revoked(self, event: LoggedEvent, data: dict[str, Any]) -> None:
+        token = self.tokens.get(event.job_id)
+        if token is not None:
+            token.revoked_at = event.timestamp
+            token.revoked_by = data["by"]
+            token.last_position = event.position
+
     # ---- the rules, one per event type (as in `updates`) --------------------------------
 
     def _submitted(self, event: LoggedEvent, data: dict[str, Any]) -> None:
@@ -235,7 +474,30 @@ class Fold:
             finished_reason=None,
             version=event.version,
             last_position=event.position,
+            priority=priority_of(data),
+            queued_position=event.position,
         )
+
+    def _admitted(self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]) -> None:
+        step = data["step"]
+        if job is not None:
+            job.status = Status.RUNNING.value
+            job.phase = phase_of(step)
+            job.step = step
+            job.queued_position = None
+
+    def _retried(self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]) -> None:
+        step = data["from_step"]
+        if job is not None:
+            job.status = Status.QUEUED.value
+            job.phase = phase_of(step)
+            job.step = step
+            job.attempt = data["attempt"]
+            job.max_attempts = data["max_attempts"]
+            job.priority = data["priority"]
+            job.queued_position = event.position
+            job.finished_at = None
+            job.finished_reason = None
 
     def _attempt_started(
         self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]
@@ -254,6 +516,7 @@ class Fold:
             job.step = step
             if job.started_at is None:
                 job.started_at = event.timestamp
+            job.queued_position = None
         key = (event.job_id, step, data["attempt"])
         record = self.steps.get(key)
         if record is None:
@@ -412,11 +675,14 @@ class Fold:
                 job.status = status.value
                 job.finished_at = event.timestamp
                 job.finished_reason = reason
+                job.queued_position = None
 
         return rule
 
 
 _RULES: dict[str, Rule] = {
+    "JobAdmitted": Fold._admitted,
+    "JobRetried": Fold._retried,
     "AttemptStarted": Fold._attempt_started,
     "StepStarted": Fold._step_started,
     "StepResumed": Fold._step_resumed,
@@ -427,4 +693,16 @@ _RULES: dict[str, Rule] = {
     "JobCompleted": Fold._completed,
     "JobFailed": Fold._ended(Status.FAILED),
     "JobCancelled": Fold._ended(Status.CANCELLED),
+}
+AccountRule = Callable[["Fold", LoggedEvent, dict[str, Any]], None]
+_TEMPLATE_RULES: dict[str, AccountRule] = {
+    "TemplateCreated": Fold._template_created,
+    "TemplateUpdated": Fold._template_updated,
+    "TemplateDeleted": Fold._template_deleted,
+}
+_ACCOUNT_RULES: dict[str, AccountRule] = {
+    "UserAdded": Fold._user_added,
+    "UserRoleChanged": Fold._user_role_changed,
+    "TokenCreated": Fold._token_created,
+    "TokenRevoked": Fold._token_revoked,
 }

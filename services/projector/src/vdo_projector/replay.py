@@ -42,6 +42,8 @@ _COLUMNS: Final = {
         "finished_reason",
         "version",
         "last_position",
+        "priority",
+        "queued_position",
     ),
     "steps": (
         "job_id",
@@ -84,6 +86,50 @@ _COLUMNS: Final = {
         "first_position",
     ),
     "timeline": ("position", "job_id", "version", "type", "timestamp", "data"),
+    "users": (
+        "id",
+        "name",
+        "role",
+        "created_at",
+        "created_by",
+        "updated_at",
+        "version",
+        "last_position",
+    ),
+    "tokens": (
+        "id",
+        "token_id",
+        "user_id",
+        "user_name",
+        "name",
+        "sha256",
+        "prefix",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+        "last_position",
+    ),
+    "templates": (
+        "id",
+        "name",
+        "title",
+        "description",
+        "summary",
+        "routes",
+        "max_attempts",
+        "budget_usd",
+        "priority",
+        "from_job",
+        "from_template",
+        "created_at",
+        "created_by",
+        "updated_at",
+        "updated_by",
+        "version",
+        "last_position",
+    ),
 }
 
 
@@ -113,13 +159,17 @@ def replay(
                     f"the store's events after position {position} are not consecutive "
                     f"(got {events[0].position} to {events[-1].position})"
                 )
-            _copy(conn, schema, "timeline", [fold.apply(event) for event in events])
+            timeline = [row for event in events if (row := fold.apply(event)) is not None]
+            _copy(conn, schema, "timeline", timeline)
             position = events[-1].position
         if until is not None and position != until:
             raise ProjectionGapError(f"the store ends at position {position}, not at {until}")
         _copy(conn, schema, "jobs", fold.job_rows())
         _copy(conn, schema, "steps", fold.step_rows())
         _copy(conn, schema, "model_calls", fold.call_rows())
+        _copy(conn, schema, "users", fold.user_rows())
+        _copy(conn, schema, "tokens", fold.token_rows())
+        _copy(conn, schema, "templates", fold.template_rows())
         conn.execute(
             sql.SQL("UPDATE {}.tracking SET position = %s WHERE name = %s").format(
                 sql.Identifier(schema)

@@ -12,7 +12,7 @@ from vdo_kernel.consumer import Delivery, Subscription
 from vdo_kernel.service import stop_on_signals
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
-from vdo_kernel.subjects import ALL_EVENTS, CONSUMER_PROJECTOR
+from vdo_kernel.subjects import CONSUMER_PROJECTOR, STREAM_SUBJECTS
 from vdo_projector.projection import Projection
 
 log = logs.get(__name__)
@@ -61,7 +61,7 @@ async def run_projector(settings: Settings | None = None) -> None:
         subscription = Subscription(
             js,
             durable=CONSUMER_PROJECTOR,
-            filter_subjects=[ALL_EVENTS],
+            filter_subjects=list(STREAM_SUBJECTS),
             handler=projector.handle,
             ack_wait=settings.ack_wait_seconds,
             # One at a time: each catch-up applies everything available, so parallel

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from vdo_gateway.auth import require_admin
 from vdo_gateway.deps import POOL_WAIT_SECONDS, ResourcesDep
 from vdo_gateway.models import BundleLoaded, ErrorPublic
 from vdo_gateway.resources import Resources
@@ -39,7 +40,7 @@ from vdo_kernel.portability import (
 
 log = logs.get(__name__)
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 RESTORE_PATH = "/restore"
 IMPORT_PATH = "/import"
@@ -48,9 +49,9 @@ UPLOAD_PATHS = (RESTORE_PATH, IMPORT_PATH)
 BUNDLE_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/octet-stream"})
 
 ADMIN = (
-    "\n\nAn admin endpoint: it reads or replaces the whole deployment's history. The API has "
-    "no authentication yet, so the gateway listens on a loopback address only; anyone who can "
-    "reach it can call this."
+    "\n\nAn admin endpoint: it reads or replaces the whole deployment's history (users and "
+    "tokens included, as their events: tokens digested, never in clear), so only an admin may "
+    "call it."
 )
 BUNDLE_FILE = {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}
 UPLOAD_BODY: dict[str, Any] = {
@@ -114,7 +115,10 @@ async def get_export(
     "whole bundle is verified before anything is changed; then its blobs and all its events "
     "(with their original positions, in one transaction) are loaded. Restoring the same backup "
     "again changes nothing. The read models are not rebuilt by this call: the projector "
-    "catches up with the restored events by itself." + ADMIN,
+    "catches up with the restored events by itself. A deployment that started with "
+    "authentication on holds its first admin (as events), so it is not empty: restore through "
+    "the API into one started with VDO_AUTH=off (loopback only), or with `vdo restore` before "
+    "its first start. The restored users and tokens are then the deployment's." + ADMIN,
 )
 async def post_restore(request: Request, resources: ResourcesDep) -> BundleLoaded:
     return await _upload(request, resources, restoring=True)

@@ -3,6 +3,9 @@
 Submissions go to the event store; lists, details and model calls come from the read models,
 except for a job the projector has not reached yet (answered from the store, so a new job's id
 is never a 404) and a job's history (always from the store: it is the source of truth).
+
+A member sees only the jobs they submitted: another's answers 404, exactly as a job that does not
+exist (so ids cannot be probed). A viewer sees every job and may not submit.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
+import psycopg
+import psycopg_pool
 from fastapi import APIRouter, Query, Response, status
 
-from vdo_gateway.deps import ReadDbDep, SettingsDep, StoreDep
+from vdo_gateway.auth import ActorDep, Principal, PrincipalDep
+from vdo_gateway.deps import POOL_WAIT_SECONDS, ReadDbDep, ResourcesDep, SettingsDep, StoreDep
 from vdo_gateway.models import (
     ErrorPublic,
     EventPublic,
@@ -25,14 +31,13 @@ from vdo_gateway.models import (
     ModelCallsPage,
     calls_from_events,
 )
+from vdo_gateway.resources import Resources
+from vdo_gateway.routes.templates import with_template
 from vdo_kernel import readmodels
-from vdo_kernel.domain import Job, Status
-from vdo_kernel.store import JobNotFoundError
+from vdo_kernel.domain import DEFAULT_PRIORITY, Job, Status
+from vdo_kernel.store import JobNotFoundError, StoredJobEvent
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-# Until there are accounts, every job is submitted by the same nobody.
-ANONYMOUS = "anonymous"
 
 ERRORS = {
     404: {"model": ErrorPublic, "description": "no such job"},
@@ -45,40 +50,60 @@ ERRORS = {
     status_code=status.HTTP_201_CREATED,
     responses={
         400: {"model": ErrorPublic, "description": "malformed JSON"},
+        403: {"model": ErrorPublic, "description": "a viewer may not submit"},
+        404: {"model": ErrorPublic, "description": "no such template"},
         413: {"model": ErrorPublic, "description": "the body is too large"},
         422: ERRORS[422],
     },
 )
 def submit_job(
-    body: JobCreate, store: StoreDep, settings: SettingsDep, response: Response
+    body: JobCreate,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
+    principal: ActorDep,
+    resources: ResourcesDep,
 ) -> JobDetail:
     """Submit a job. `routes` picks the models of the AI phases for this job (the deployment's
-    defaults otherwise); `budget_usd` caps what its model calls may cost."""
+    defaults otherwise); `budget_usd` caps what its model calls may cost; `template` fills in
+    what the request leaves out."""
+    body = with_template(body, resources)
     job = Job.submit(
-        title=body.title,
-        description=body.description,
+        title=body.title or "",
+        description=body.description or "",
         max_attempts=body.max_attempts or settings.default_max_attempts,
         budget_usd=(
             body.budget_usd if body.budget_usd is not None else settings.default_budget_usd
         ),
-        submitted_by=ANONYMOUS,
+        submitted_by=principal.name,
         routes={phase: list(chain) for phase, chain in (body.routes or {}).items()},
+        priority=body.priority if body.priority is not None else DEFAULT_PRIORITY,
     )
     (position,) = store.save(job)
     response.headers["Location"] = f"/api/jobs/{job.id}"
-    return JobDetail.from_job(job, position=position)
+    ahead = queued_ahead(resources, job.priority)
+    return JobDetail.from_job(
+        job, position=position, queue_position=None if ahead is None else ahead + 1
+    )
 
 
 @router.get("")
 def list_jobs(
     db: ReadDbDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: Status | None = None,
 ) -> JobsPage:
-    """Jobs, newest first."""
+    """Jobs the caller may see (a member: their own), newest first; with `status=queued`, the
+    queue in the order its jobs are to run (`queue_position` is each one's place in the whole
+    queue)."""
     rows, total = readmodels.list_jobs(
-        db, limit=limit, offset=offset, status=status.value if status else None
+        db,
+        limit=limit,
+        offset=offset,
+        status=status.value if status else None,
+        submitted_by=principal.jobs_filter,
     )
     return JobsPage(
         items=[JobPublic.from_row(r) for r in rows], total=total, limit=limit, offset=offset
@@ -86,10 +111,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}", responses={404: ERRORS[404], 422: ERRORS[422]})
-def get_job(job_id: UUID, db: ReadDbDep, store: StoreDep) -> JobDetail:
+def get_job(job_id: UUID, db: ReadDbDep, store: StoreDep, principal: PrincipalDep) -> JobDetail:
     """The job, its steps and its model calls in figures (`/calls` lists them)."""
     row = readmodels.get_job(db, job_id)
     if row is not None:
+        _require_visible(principal, job_id, row.submitted_by)
         return JobDetail.from_rows(
             row, readmodels.job_steps(db, job_id), readmodels.calls_summary(db, job_id)
         )
@@ -101,7 +127,26 @@ def get_job(job_id: UUID, db: ReadDbDep, store: StoreDep) -> JobDetail:
         job = stored.event.mutate(job)
     if job is None:
         raise JobNotFoundError(str(job_id))
-    return JobDetail.from_job(job, position=events[-1].position, calls=calls_from_events(events))
+    _require_visible(principal, job_id, job.submitted_by)
+    return JobDetail.from_job(
+        job,
+        position=events[-1].position,
+        calls=calls_from_events(events),
+        # Not projected yet, so behind every queued job the read models know of its priority.
+        queue_position=readmodels.queued_ahead(db, job.priority) + 1 if job.is_queued else None,
+    )
+
+
+def queued_ahead(resources: Resources, priority: int) -> int | None:
+    """For a job just queued: how many queued jobs the read models know of are ahead of it
+    (those of its priority or higher); None when they cannot say now (a command does not wait
+    for them)."""
+    try:
+        with resources.read_pool.connection(timeout=POOL_WAIT_SECONDS) as conn:
+            resources.require_current_read_models(conn)
+            return readmodels.queued_ahead(conn, priority)
+    except (readmodels.OutdatedReadModelsError, psycopg.Error, psycopg_pool.PoolTimeout):
+        return None
 
 
 @router.get("/{job_id}/calls", responses={404: ERRORS[404], 422: ERRORS[422]})
@@ -109,13 +154,16 @@ def get_job_calls(
     job_id: UUID,
     db: ReadDbDep,
     store: StoreDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ModelCallsPage:
     """The job's model calls, one item per try (a retry or a fallback is another try of the
     same call), in the order they were started: route, outcome, error, tokens, cost, latency."""
     items: list[ModelCallPublic]
-    if readmodels.get_job(db, job_id) is not None:
+    row = readmodels.get_job(db, job_id)
+    if row is not None:
+        _require_visible(principal, job_id, row.submitted_by)
         rows, total = readmodels.job_calls(db, job_id, limit=limit, offset=offset)
         items = [ModelCallPublic.from_row(r) for r in rows]
         source: Literal["read_model", "store"] = "read_model"
@@ -123,6 +171,7 @@ def get_job_calls(
         events = store.job_events(job_id)
         if not events:
             raise JobNotFoundError(str(job_id))
+        _require_visible(principal, job_id, _submitter(events))
         calls = calls_from_events(events)
         total, items, source = len(calls), calls[offset : offset + limit], "store"
     return ModelCallsPage(
@@ -134,6 +183,7 @@ def get_job_calls(
 def get_job_events(
     job_id: UUID,
     store: StoreDep,
+    principal: PrincipalDep,
     after: Annotated[
         int, Query(ge=0, description="only events after this global position (to resume)")
     ] = 0,
@@ -142,6 +192,22 @@ def get_job_events(
     events = store.job_events(job_id)
     if not events:
         raise JobNotFoundError(str(job_id))
+    _require_visible(principal, job_id, _submitter(events))
     return JobEvents(
         job_id=job_id, items=[EventPublic.from_stored(e) for e in events if e.position > after]
     )
+
+
+def _require_visible(principal: Principal, job_id: UUID, submitted_by: str | None) -> None:
+    """A job the caller may not see is, to them, a job that does not exist."""
+    if submitted_by is None or not principal.may_see_job(submitted_by):
+        raise JobNotFoundError(str(job_id))
+
+
+def _submitter(events: list[StoredJobEvent]) -> str | None:
+    """Who submitted the job, from its first event."""
+    first = events[0]
+    if first.type != "JobSubmitted":
+        return None
+    by = first.data.get("submitted_by")
+    return by if isinstance(by, str) else None

@@ -1,0 +1,1 @@
+"""VDO scheduler: decides when queued jobs may run."""

@@ -1,0 +1,206 @@
+"""The scheduler: the one component that lets queued jobs run.
+
+It follows the store (not the read models, which may lag) through the few event types that
+change the queue (`queue.QUEUE_TYPES`), and appends `JobAdmitted` for the next queued jobs in
+order while the deployment's limits allow (`max_running_jobs` in all, `max_running_jobs_per_user`
+per submitter). Nothing is due for a job before its admission, so the limits hold for the whole
+pipeline.
+
+Exactly once, and never over the limits:
+
+- one scheduler decides at a time: the leader holds a PostgreSQL advisory lock on a connection
+  of its own (a spare waits for it, as a spare relay does) and checks that connection before
+  each round;
+- a round's admissions are appended in one transaction with a tracking record of the log
+  position the decision was made on, so two rounds decided on the same state cannot both be
+  written, and each job's admission is checked by optimistic concurrency (a job cancelled
+  meanwhile fails the round, which is then decided again on the new state).
+
+It wakes up on the bus (a job submitted, retried or ended: the events that can free a place or
+fill the queue), on core NATS without a consumer to keep, and every `scheduler_poll_seconds`
+regardless, so a message missed is a delay, never a stuck queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import PersistenceError, Tracking
+from nats.aio.msg import Msg
+
+from vdo_kernel import logs
+from vdo_kernel.bus import connect
+from vdo_kernel.service import stop_on_signals, worker_name
+from vdo_kernel.settings import Settings
+from vdo_kernel.store import AlreadyHandledError, ConcurrencyError, JobNotFoundError, JobStore
+from vdo_kernel.subjects import QUEUE_EVENTS, SCHEDULER, event_subject
+from vdo_scheduler.queue import QUEUE_TYPES, Limits, Queue
+
+log = logs.get(__name__)
+
+SCHEDULER_LOCK_KEY = 0x7664_6F5F_7363  # "vdo_sc": one scheduler decides at a time
+READ_BATCH = 5000
+
+
+class Scheduler:
+    """The queue of one leader, and its rounds of admissions (synchronous: run in a thread)."""
+
+    def __init__(self, store: JobStore, limits: Limits, *, worker: str) -> None:
+        self.store = store
+        self.limits = limits
+        self.worker = worker
+        self.queue = Queue(self._owner_of)
+        self.admitted = 0
+
+    def _owner_of(self, job_id: UUID) -> str:
+        return self.store.get(job_id).submitted_by
+
+    def catch_up(self) -> None:
+        """Fold in what changed the queue since the last look."""
+        while True:
+            events = self.store.read_types(self.queue.position, QUEUE_TYPES, limit=READ_BATCH)
+            if not events:
+                return
+            for event in events:
+                self.queue.apply(event)
+
+    def admit_next(self) -> list[UUID]:
+        """One round: catch up, choose, and append the admissions (with the tracking record of
+        the position decided on) in one transaction. Returns the jobs admitted: none when
+        nothing may run now, or when the store changed meanwhile (the next round decides
+        again on what it holds then)."""
+        self.catch_up()
+        chosen = self.queue.admissions(self.limits)
+        if not chosen:
+            return []
+        decided_at = self.queue.position
+        jobs = []
+        for entry in chosen:
+            try:
+                job = self.store.get(entry.job_id)
+            except JobNotFoundError:
+                continue
+            if not job.is_queued:
+                continue  # changed after the events read (cancelled, say): the next round sees
+            job.admit(by=self.worker, causation_id=str(decided_at))
+            jobs.append(job)
+        if not jobs:
+            return []
+        try:
+            self.store.save(*jobs, tracking=Tracking(SCHEDULER, decided_at))
+        except (AlreadyHandledError, ConcurrencyError) as error:
+            log.info("admissions not written; deciding again", reason=str(error))
+            return []
+        running = len(self.queue.running()) + len(jobs)
+        for job in jobs:
+            log.info(
+                "job admitted",
+                job_id=str(job.id),
+                priority=job.priority,
+                submitted_by=job.submitted_by,
+                running=running,
+                max_running=self.limits.max_running,
+            )
+        self.admitted += len(jobs)
+        return [job.id for job in jobs]
+
+    def settle(self) -> int:
+        """Rounds until nothing more may run now; returns how many jobs were admitted."""
+        total = 0
+        while admitted := self.admit_next():
+            total += len(admitted)
+        return total
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        max_running=settings.max_running_jobs, max_per_user=settings.max_running_jobs_per_user
+    )
+
+
+async def lead(
+    store: JobStore,
+    settings: Settings,
+    database_url: str,
+    wake: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    """Wait to be the leader, then schedule until stopped (or the lock's connection is lost:
+    the caller tries again)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        if not await _become_leader(conn, stop):
+            return
+        limits = limits_of(settings)
+        scheduler = Scheduler(store, limits, worker=worker_name("scheduler"))
+        log.info(
+            "scheduler leading",
+            max_running_jobs=limits.max_running,
+            max_running_jobs_per_user=limits.max_per_user,
+        )
+        while not stop.is_set():
+            # Still the leader: the lock lives as long as this connection does.
+            await conn.execute("SELECT 1")
+            wake.clear()
+            await asyncio.to_thread(scheduler.settle)
+            # Woken by the bus (or by the stop), or after the poll interval.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=settings.scheduler_poll_seconds)
+
+
+async def _become_leader(conn: psycopg.AsyncConnection, stop: asyncio.Event) -> bool:
+    waited = False
+    while not stop.is_set():
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK_KEY,))
+        row = await cur.fetchone()
+        if row and row[0]:
+            return True
+        if not waited:
+            log.info("another scheduler is leading; standing by")
+            waited = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=2.0)
+    return False
+
+
+async def run_scheduler(settings: Settings | None = None) -> None:
+    """The scheduler process: `python -m vdo_scheduler`."""
+    settings = settings or Settings()
+    logs.configure("scheduler", level=settings.log_level, fmt=settings.log_format)
+    nats_url, database_url = settings.require_urls()
+    store = await asyncio.to_thread(JobStore, database_url, pool_size=2)
+    nc = await connect(nats_url, name="scheduler")
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    wake = asyncio.Event()
+
+    async def heard(msg: Msg) -> None:
+        wake.set()
+
+    async def wake_on_stop() -> None:
+        await stop.wait()
+        wake.set()
+
+    for event_type in sorted(QUEUE_EVENTS):
+        await nc.subscribe(event_subject(event_type), cb=heard)
+    stopping = asyncio.create_task(wake_on_stop())
+    try:
+        while not stop.is_set():
+            try:
+                await lead(store, settings, database_url, wake, stop)
+            except (psycopg.Error, PersistenceError, OSError) as error:
+                log.warning("scheduler lost the database; trying again", error=str(error))
+            except Exception:
+                log.exception("scheduling failed; trying again")
+            else:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        log.info("scheduler stopping")
+        stopping.cancel()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+        store.close()
