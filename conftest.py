@@ -17,7 +17,11 @@ import pytest
 from tests.harness import RunningStack, start_stack
 
 from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres
+from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
+from vdo_sandbox.backend import SandboxUnavailableError
+from vdo_sandbox.docker_backend import connect
+from vdo_sandbox.image import ImageBuildError, build_image, image_exists
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +113,31 @@ def running_stack(
     yield running
     running.stack.stop()
     drop_database(postgres_server, url)
+
+
+# ---- the Docker engine and the sandbox image (both sandbox backends are tested) ----------
+
+SANDBOX_IMAGE: str = Settings.model_fields["sandbox_image_python"].default
+SETUP_HINT = "install docker.io and start dockerd (.ci/run does this)"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A client of the local Docker engine (closed at the end of the session)."""
+    try:
+        client = connect(timeout=120)
+    except SandboxUnavailableError as error:
+        pytest.fail(f"{error}; {SETUP_HINT}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_image(docker_client: Any) -> str:
+    """The sandbox image's tag; built (a few minutes, once) when the engine lacks it."""
+    if not image_exists(docker_client, SANDBOX_IMAGE):
+        try:
+            build_image(SANDBOX_IMAGE)
+        except ImageBuildError as error:
+            pytest.fail(f"could not build {SANDBOX_IMAGE}: {error}", pytrace=False)
+    return SANDBOX_IMAGE
