@@ -183,7 +183,11 @@ def create_schema(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
         # Two processes creating the schema at once would race on the catalog; serialise them.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
         version = schema_version(conn, schema)
-        if version is not None and version != SCHEMA_VERSION:
+        if version == SCHEMA_VERSION:
+            # Already there (the DDL ran in one transaction: all of it or none). Running it
+            # again would take table locks that deadlock with a replica in mid-batch.
+            return
+        if version is not None:
             raise OutdatedReadModelsError(schema, version)
         conn.execute(ddl(schema))
 

@@ -11,11 +11,12 @@ from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from vdo_kernel.domain import (
     DESCRIPTION_MAX,
     MAX_ATTEMPTS_LIMIT,
+    STATUS_LABELS,
     STEP_PHASE,
     TITLE_MAX,
     Job,
@@ -357,6 +358,10 @@ class JobPublic(BaseModel):
     position: int | None = Field(
         description="global position of the job's last event (none when not yet projected)"
     )
+
+    @computed_field(description="the status as people read it (completed: 'ready for review')")
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
 
     @classmethod
     def row_fields(cls, row: JobRow) -> dict[str, Any]:
