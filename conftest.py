@@ -6,6 +6,8 @@ other's events; NATS streams are per test too (a fresh server per test module is
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,25 @@ from vdo_kernel.store import JobStore
 from vdo_sandbox.backend import SandboxUnavailableError
 from vdo_sandbox.docker_backend import connect
 from vdo_sandbox.image import ImageBuildError, build_image, image_exists
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test session gets a temporary directory of its own, outside pytest's shared
+    per-user one: starting a session resets that one's permissions, which would lock the
+    embedded PostgreSQL of a session already running (it runs as its own user) out of its data
+    directory."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="vdo-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
