@@ -45,11 +45,20 @@ def leak(what, detail=""):
 
 
 async def run_probe(
-    backend: Backend, workspace: Path, code: str, limits: Limits = LIMITS
+    backend: Backend,
+    workspace: Path,
+    code: str,
+    limits: Limits = LIMITS,
+    mounts: dict[Path, str] | None = None,
 ) -> RunResult:
     (workspace / "probe.py").write_text(PROBE_HEADER + code)
     return await backend.run(
-        RunSpec(workspace=workspace, command=("python3", "probe.py"), limits=limits)
+        RunSpec(
+            workspace=workspace,
+            command=("python3", "probe.py"),
+            limits=limits,
+            mounts=mounts or {},
+        )
     )
 
 
@@ -181,6 +190,32 @@ for path in {targets!r}:
 """
     result = await run_probe(backend, workspace, code)
     assert_no_leak(result, len(targets))
+    assert secret not in result.output
+
+
+async def test_a_root_only_file_given_to_the_run_cannot_be_read(
+    backend: Backend, workspace: Path, tmp_path: Path
+) -> None:
+    """The sandbox's user is not root on the host: a root-only file the run is given (in a
+    read-only mount) is not its to read."""
+    secret = f"root-only-{uuid.uuid4().hex}"
+    private = tmp_path / "private"
+    private.mkdir()
+    key = private / "key"
+    key.write_text(secret)
+    os.chown(key, 0, 0)
+    key.chmod(0o600)
+    mounts = {private: "/host-private", Path("/etc/shadow"): "/host-etc/shadow"}
+    code = """
+for path in ("/host-private/key", "/host-etc/shadow"):
+    try:
+        text = open(path).read()
+        leak("read", path + ": " + text[:100])
+    except PermissionError as error:
+        blocked("read", path + ": " + str(error))
+"""
+    result = await run_probe(backend, workspace, code, mounts=mounts)
+    assert_no_leak(result, 2)
     assert secret not in result.output
 
 
@@ -430,8 +465,14 @@ print("left running")
 # ---- privileges ------------------------------------------------------------------------------
 
 
-async def test_no_privileges_can_be_gained(backend: Backend, workspace: Path) -> None:
-    suid = workspace / "suid-id"
+async def test_no_privileges_can_be_gained(
+    backend: Backend, workspace: Path, tmp_path: Path
+) -> None:
+    # A set-user-ID root binary, given in a read-only mount (the workspace is handed to the
+    # sandbox's user before a run, and changing a file's owner clears its set-user-ID bit).
+    host = tmp_path / "suid"
+    host.mkdir()
+    suid = host / "suid-id"
     shutil.copy("/usr/bin/id", suid)
     os.chown(suid, 0, 0)
     suid.chmod(0o4755)
@@ -452,8 +493,11 @@ if status.get("NoNewPrivs", "").strip() == "1":
     blocked("no_new_privs", "set")
 else:
     leak("no_new_privs", status.get("NoNewPrivs"))
-uid = subprocess.run(["./suid-id", "-u"], capture_output=True, text=True).stdout.strip()
-euid = subprocess.run(["./suid-id"], capture_output=True, text=True).stdout
+suid = "/host-suid/suid-id"
+uid = subprocess.run([suid, "-u"], capture_output=True, text=True).stdout.strip()
+euid = subprocess.run([suid], capture_output=True, text=True).stdout
+if not euid:
+    leak("setuid binary", "did not run: nothing was tried")
 if uid == "0" or "euid=0" in euid:
     leak("setuid binary", euid)
 else:
@@ -465,7 +509,7 @@ if made.returncode == 0 and made.stdout.strip() == "0":
 else:
     blocked("user namespace", (made.stderr or made.stdout).strip())
 """
-    result = await run_probe(backend, workspace, code)
+    result = await run_probe(backend, workspace, code, mounts={host: "/host-suid"})
     assert_no_leak(result, 5)
 
 

@@ -4,24 +4,46 @@ and what it leaves behind (nothing)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
+import stat
+import subprocess
+import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from vdo_sandbox.backend import MIB, Backend, Limits, ReadyCheck, RunResult, RunSpec
+import vdo_sandbox
+from vdo_sandbox.backend import (
+    MIB,
+    Backend,
+    Limits,
+    ReadyCheck,
+    RunResult,
+    RunSpec,
+    SandboxUnavailableError,
+)
 from vdo_sandbox.bubblewrap import (
+    HOST_GID,
+    HOST_UID,
+    SANDBOX_UID,
     BubblewrapBackend,
     Cgroups,
     _cgroup_mounts,
     _inside,
     _membership,
     _Output,
+    allow_traverse,
 )
 
 LIMITS = Limits(wall_seconds=30.0, memory_bytes=256 * MIB, pids=64, output_bytes=1 * MIB)
+AS_ROOT = os.geteuid() == 0
+# Who the sandbox is on the host: the unprivileged HOST_UID when the tests run as root (as the
+# service does), else the user running them.
+HOST_IDS = (HOST_UID, HOST_GID) if AS_ROOT else (os.getuid(), os.getgid())
 
 
 async def python(
@@ -59,6 +81,19 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def host_ids(pid: int) -> tuple[set[int], set[int]]:
+    """The real, effective, saved and filesystem uids and gids of a process, as the host sees
+    them."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {int(i) for i in fields["Uid"].split()}, {int(i) for i in fields["Gid"].split()}
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -81,6 +116,7 @@ def test_it_says_what_it_runs_on(bwrap_backend: Backend) -> None:
         "this host gives the sandbox no cgroup of its own (run the service as root on a host "
         f"with cgroupfs mounted read-write): {described}"
     )
+    assert f"sandbox uid {SANDBOX_UID} is host uid {HOST_IDS[0]}," in described
     assert bwrap_backend.name == "bubblewrap"
 
 
@@ -160,6 +196,225 @@ async def test_the_workspace_is_writable_and_seen_by_the_host(
     result = await python(bwrap_backend, workspace, code)
     assert result.output.strip() == "/workspace"
     assert (workspace / "made.txt").read_text() == "by the sandbox"
+
+
+async def test_what_the_sandbox_writes_belongs_to_an_unprivileged_host_user(
+    bwrap_backend: Backend, tmp_path: Path
+) -> None:
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    workspace = closed / "workspace"
+    workspace.mkdir()
+    (workspace / "pkg").mkdir()
+    (workspace / "pkg" / "data.txt").write_text("from the host\n")
+    code = """
+import os
+open("made.txt", "w").write("by the sandbox")
+os.mkdir("made")
+open("pkg/data.txt", "a").write("and the sandbox\\n")
+print(os.getuid(), os.getgid())
+"""
+    result = await python(bwrap_backend, workspace, code)
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(SANDBOX_UID), str(SANDBOX_UID)]
+    for made in (workspace / "made.txt", workspace / "made"):
+        info = made.stat()
+        assert (info.st_uid, info.st_gid) == HOST_IDS
+    assert HOST_IDS[0] != 0
+    # What the host wrote is the sandbox's to change for the run.
+    assert (workspace / "pkg" / "data.txt").read_text() == "from the host\nand the sandbox\n"
+    if AS_ROOT:
+        # The directories above the workspace let the sandbox's user through, and no more; the
+        # workspace itself is closed to other users.
+        for directory in (closed, tmp_path):
+            mode = directory.stat().st_mode
+            assert mode & stat.S_IXOTH, oct(mode)
+            assert not mode & (stat.S_IROTH | stat.S_IWOTH), oct(mode)
+        assert workspace.stat().st_mode & 0o077 == 0
+
+
+async def test_the_run_is_the_unprivileged_user_seen_from_the_host(
+    bwrap_backend: Backend, workspace: Path
+) -> None:
+    """Every process of the run, bubblewrap included, is the unprivileged user on the host; and
+    a root process in the run's reach (one that joins its pid namespace) can be neither
+    signalled nor traced from inside."""
+    assert AS_ROOT, "run the sandbox tests as root, as the service runs (.ci/run does)"
+    marker = f"vdo-creds-{uuid.uuid4().hex}"
+    target_marker = f"vdo-root-target-{uuid.uuid4().hex}"
+    code = f"""
+import ctypes, os, sys, time
+print("inside", os.getuid(), " ".join(open("/proc/self/uid_map").read().split()), flush=True)
+target = None
+deadline = time.monotonic() + 20
+while target is None and time.monotonic() < deadline:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if {target_marker.encode()!r} in open(f"/proc/{{pid}}/cmdline", "rb").read():
+                target = int(pid)
+        except OSError:
+            pass
+    time.sleep(0.05)
+while target is not None and not os.path.exists("go") and time.monotonic() < deadline:
+    time.sleep(0.05)
+if target is None or not os.path.exists("go"):
+    sys.exit("the root process never showed up")
+print("target", target)
+try:
+    os.kill(target, 0)
+    print("LEAK signal")
+except PermissionError as error:
+    print("BLOCKED signal", error)
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(16, target, None, None) == 0:  # PTRACE_ATTACH
+    print("LEAK ptrace")
+else:
+    print("BLOCKED ptrace", os.strerror(ctypes.get_errno()))
+try:
+    open(f"/proc/{{target}}/environ", "rb").read()
+    print("LEAK environ")
+except PermissionError as error:
+    print("BLOCKED environ", error)
+"""
+    (workspace / "main.py").write_text(code)
+    spec = RunSpec(workspace=workspace, command=("python3", "main.py", marker), limits=LIMITS)
+    lines: list[str] = []
+    run = asyncio.create_task(bwrap_backend.run(spec, lines.append))
+    joined: subprocess.Popen[bytes] | None = None
+    try:
+        for _ in range(400):
+            if lines or run.done():
+                break
+            await asyncio.sleep(0.05)
+        assert lines, run.done() and run.result()
+        assert lines[0].startswith("inside "), lines
+        # Inside, the sandbox's uid maps to 0 of the namespace bubblewrap holds between the
+        # host and the sandbox; what that is on the host is read from here.
+        assert lines[0].split()[1:3] == [str(SANDBOX_UID), str(SANDBOX_UID)]
+        # bubblewrap's own command line names the program too: the program is the python3.
+        (program,) = [
+            pid
+            for pid in processes_with(marker)
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"python3\0")
+        ]
+        outside = Path(f"/proc/{program}/uid_map").read_text().split()
+        assert outside == [str(SANDBOX_UID), str(HOST_UID), "1"]
+        gids = Path(f"/proc/{program}/gid_map").read_text().split()
+        assert gids == [str(SANDBOX_UID), str(HOST_GID), "1"]
+        chain = [program]
+        while (parent := parent_of(chain[-1])) not in (os.getpid(), 0, 1):
+            chain.append(parent)
+        assert parent == os.getpid()
+        assert len(chain) >= 3  # the program, the namespace's init, bubblewrap
+        assert Path(f"/proc/{chain[-1]}/exe").resolve().name == "bwrap"
+        for pid in chain:
+            assert host_ids(pid) == ({HOST_UID}, {HOST_GID}), pid
+        # A root process (all its capabilities) joins the run's pid namespace.
+        joined = subprocess.Popen(
+            [
+                *("nsenter", f"--target={program}", "--pid", "--"),
+                *(sys.executable, "-c", "import time; time.sleep(60)", target_marker),
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        target: list[int] = []
+        for _ in range(400):
+            target = [pid for pid in processes_with(target_marker) if parent_of(pid) == joined.pid]
+            if target or run.done():
+                break
+            await asyncio.sleep(0.05)
+        assert target, "the root process did not start"
+        assert host_ids(target[0]) == ({0}, {0})
+        (workspace / "go").write_text("")
+        result = await asyncio.wait_for(run, 60)
+    finally:
+        run.cancel()
+        if joined is not None:
+            try:
+                joined.wait(10)
+            except subprocess.TimeoutExpired:
+                joined.kill()
+                joined.wait()
+    assert result.exit_code == 0, result.output
+    assert "LEAK" not in result.output, result.output
+    assert result.output.count("BLOCKED") == 3, result.output
+    assert "BLOCKED signal [Errno 1] Operation not permitted" in result.output
+    # The run's end took the root process that had joined it.
+    assert processes_with(target_marker) == []
+
+
+async def test_a_service_that_is_not_root_runs_bubblewrap_as_itself(tmp_path: Path) -> None:
+    """No setpriv and no cgroup (the resource limits instead): bubblewrap runs as the service's
+    own user, the sandbox's uid is that user outside. As root, the service is played by an
+    unprivileged uid with its own copy of the package and the system's python3."""
+    # 65533: in the range Debian reserves and leaves unused (65000-65533), so no one's.
+    service = (65533, 65533) if AS_ROOT else (os.getuid(), os.getgid())
+    source = tmp_path / "source"
+    shutil.copytree(
+        Path(vdo_sandbox.__file__).parent,
+        source / "vdo_sandbox",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    script = """
+import asyncio, json, os, sys
+from pathlib import Path
+from vdo_sandbox.backend import Limits, RunSpec
+from vdo_sandbox.bubblewrap import BubblewrapBackend
+backend = BubblewrapBackend()
+command = ("python3", "-c", "import os; open('made', 'w').write('x'); print(os.getuid())")
+spec = RunSpec(workspace=Path(sys.argv[1]), command=command, limits=Limits(wall_seconds=30))
+result = asyncio.run(backend.run(spec))
+print(json.dumps({"describe": backend.describe(), "setpriv": backend.setpriv,
+                  "cgroups": backend.cgroups is not None, "exit": result.exit_code,
+                  "output": result.output}))
+"""
+    drop: list[str] = []
+    if AS_ROOT:
+        for path in (source, workspace):
+            os.chown(path, *service)
+        allow_traverse(tmp_path)
+        drop = ["setpriv", f"--reuid={service[0]}", f"--regid={service[1]}", "--clear-groups"]
+        drop += ["--inh-caps=-all", "--bounding-set=-all", "--"]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *drop,
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(source)!r})" + "\n" + script,
+            str(workspace),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["setpriv"] is None
+    assert not report["cgroups"]
+    assert "resource limits only" in report["describe"]
+    assert f"this service's user (host uid {service[0]})" in report["describe"]
+    assert (report["exit"], report["output"]) == (0, f"{SANDBOX_UID}\n")
+    info = (workspace / "made").stat()
+    assert (info.st_uid, info.st_gid) == service
+
+
+def test_as_root_a_missing_setpriv_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert AS_ROOT, "run the sandbox tests as root, as the service runs (.ci/run does)"
+    real = shutil.which
+
+    def which(name: str, *args: object, **kwargs: object) -> str | None:
+        return None if name == "setpriv" else real(name)
+
+    monkeypatch.setattr(shutil, "which", which)
+    with pytest.raises(SandboxUnavailableError, match=r"setpriv .*apt-get install util-linux"):
+        BubblewrapBackend()
 
 
 async def test_a_long_run_of_output_is_kept_at_both_ends(

@@ -8,6 +8,14 @@ run's own when the host lets this process make one (cgroup v2 or v1, as root), o
 resource limits; wall time, output and workspace size are watched from here. When the run ends,
 its namespace's init is killed, which takes every process the run started with it.
 
+When this service runs as root, bubblewrap itself is started as the unprivileged host user
+HOST_UID (after the run has entered its cgroup and taken its resource limits): the sandbox's
+user is then that user outside too, so what it writes is that user's, and nothing it could
+reach (a root-only file in a mount, a root process after a namespace escape) is its own. The
+workspace is handed to that user for the run; the directories above the workspace and the
+mounts get the traverse bit for others where they lack it (never read permission). A service
+that is not root runs bubblewrap as itself.
+
 A run with a ready check of kind port or command is started under a small supervisor inside the
 sandbox (the network namespace is the run's own, so only a process inside can reach its ports).
 """
@@ -23,11 +31,12 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from vdo_sandbox.backend import (
@@ -43,6 +52,16 @@ from vdo_sandbox.backend import (
 log = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534
+# The host user bubblewrap (and so the sandbox) runs as when this service is root: `nobody`
+# (65534, group `nogroup`). It exists on every Debian/Ubuntu host; by policy it owns no files
+# and runs nothing that matters; it is outside every range adduser, systemd's DynamicUser= and
+# /etc/subuid hand out, so it never collides with a real account or a container's ids; and it
+# is the uid the sandbox has inside, so the workspace shows the same owner on both sides. A
+# program that escaped the namespaces would be `nobody` without capabilities: no root-owned
+# file, process or cgroup would be its own. (Another service run as `nobody` on the same host
+# could reach a workspace during its run: run no other service as `nobody`.)
+HOST_UID = 65534
+HOST_GID = 65534
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 WORKSPACE = "/workspace"
 SANDBOX_PYTHON = "/usr/bin/python3"
@@ -83,7 +102,8 @@ STOP_GRACE_SECONDS = 5.0
 WRAPPER_FAILED = 125
 WRAPPER_MARK = "vdo-sandbox-wrapper:"
 # Writes its own pid into each cgroup.procs file given before `--`, sets resource limits, then
-# becomes bwrap: every process of the run starts inside the run's cgroup.
+# becomes bwrap (as root: setpriv, which becomes bwrap as HOST_UID): every process of the run
+# starts inside the run's cgroup, and only this root shell can put it there.
 WRAPPER = (
     'while [ "$1" != -- ]; do '
     f'echo $$ > "$1" || {{ echo "{WRAPPER_MARK} cannot enter $1" >&2; exit {WRAPPER_FAILED}; }}; '
@@ -170,6 +190,50 @@ def bwrap_binary() -> str:
             "generated code is never run unsandboxed"
         )
     return found
+
+
+def setpriv_binary() -> str:
+    """util-linux's setpriv, which starts bubblewrap as HOST_UID when this service is root."""
+    found = shutil.which("setpriv", path=SANDBOX_PATH + ":/usr/sbin:/sbin")
+    if not found:
+        raise SandboxUnavailableError(
+            "setpriv is not installed (apt-get install util-linux): as root, bubblewrap is run "
+            f"as the unprivileged uid {HOST_UID} through it, never as root"
+        )
+    return found
+
+
+def allow_traverse(directory: Path) -> None:
+    """Let any user pass through `directory` and every directory above it: the execute bit for
+    others is added where it is missing; read permission (listing) is never given."""
+    for path in (directory, *directory.parents):
+        mode = path.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def hand_over(workspace: Path, uid: int, gid: int) -> None:
+    """The workspace belongs to the sandbox's host user for the run, so it can write there; its
+    top directory is closed to other users (its parents are traversable by anyone).
+
+    Walked through directory descriptors without following links (a link is never a way out
+    of the workspace); a file with more than one link is left alone (never give away a file
+    that is also somewhere else)."""
+    top = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(top, uid, gid)
+        os.fchmod(top, stat.S_IMODE(os.fstat(top).st_mode) & 0o700)
+    finally:
+        os.close(top)
+    for _, directories, files, dir_fd in os.fwalk(workspace, follow_symlinks=False):
+        for name in directories + files:
+            with contextlib.suppress(OSError):
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (info.st_uid, info.st_gid) == (uid, gid):
+                    continue
+                if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+                    continue
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
 # ---- cgroups ---------------------------------------------------------------------------------
@@ -476,6 +540,12 @@ class BubblewrapBackend:
         # only by the run's memory limit (its pages count against it).
         self.perms = "--perms" in usage
         self.sized_tmpfs = "--size" in usage
+        # As root, bubblewrap is started as HOST_UID: it makes its user namespace as that
+        # unprivileged user, so the sandbox's uid is HOST_UID outside, not root.
+        self.as_root = os.geteuid() == 0
+        self.setpriv = setpriv_binary() if self.as_root else None
+        self.host_uid = HOST_UID if self.as_root else os.getuid()
+        self.host_gid = HOST_GID if self.as_root else os.getgid()
         self.cgroups = Cgroups.detect() if cgroups else None
         self.nproc_option = _nproc_option()
         self._probe()
@@ -495,10 +565,12 @@ class BubblewrapBackend:
         except (OSError, subprocess.TimeoutExpired) as error:
             raise SandboxUnavailableError(f"bubblewrap cannot start a sandbox: {error}") from error
         if done.returncode != 0:
+            who = f" as the unprivileged uid {HOST_UID}" if self.as_root else ""
             raise SandboxUnavailableError(
-                "bubblewrap cannot start a sandbox on this host "
+                f"bubblewrap cannot start a sandbox{who} on this host "
                 f"({(done.stderr or done.stdout).strip()}); user namespaces may be disabled "
-                "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)"
+                "for unprivileged users (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces > 0, kernel.apparmor_restrict_unprivileged_userns=0)"
             )
 
     def describe(self) -> str:
@@ -509,15 +581,17 @@ class BubblewrapBackend:
                 "no cgroup of its own (not root, or no delegation): memory, processes and CPU "
                 "limited by resource limits only"
             )
-            if os.getuid() == 0:
-                # RLIMIT_NPROC is not enforced in a user namespace made by root.
-                limits += " (and the process limit does not hold for root without a cgroup)"
+            # RLIMIT_NPROC counts the processes of the host user, all runs at once.
+            limits += f" (the process limit counts every process of host uid {self.host_uid})"
         if not self.sized_tmpfs:
             limits += "; /tmp not sized (bubblewrap < 0.6): bounded by the memory limit"
-        mapped = "root" if os.getuid() == 0 else f"uid {os.getuid()}"
+        if self.as_root:
+            runs_as = f"the unprivileged host uid {self.host_uid} (dropped from root by setpriv)"
+        else:
+            runs_as = f"this service's user (host uid {self.host_uid})"
         return (
-            f"{self.version} ({self.bwrap}); {limits}; sandbox uid {SANDBOX_UID} is {mapped} "
-            "outside, without capabilities"
+            f"{self.version} ({self.bwrap}); {limits}; bubblewrap runs as {runs_as}: sandbox "
+            f"uid {SANDBOX_UID} is host uid {self.host_uid}, without capabilities"
         )
 
     async def run(self, spec: RunSpec, on_line: LineSink | None = None) -> RunResult:
@@ -527,6 +601,7 @@ class BubblewrapBackend:
             raise ValueError(f"the workspace {spec.workspace} is not a directory")
         env = {**BASE_ENV, **_checked_env(spec.env)}
         mounts = _checked_mounts(spec.mounts)
+        spec = replace(spec, workspace=spec.workspace.resolve())
         return await _Run(self, spec, env, mounts, on_line).run()
 
     # ---- the command line ----------------------------------------------------------------
@@ -543,7 +618,7 @@ class BubblewrapBackend:
         etc_fds: dict[str, int] | None = None,
         info_fd: int | None = None,
     ) -> list[str]:
-        args = [self.bwrap, "--unshare-all", "--unshare-user"]
+        args = [*self._unprivileged(), self.bwrap, "--unshare-all", "--unshare-user"]
         if network:
             args.append("--share-net")
         if self.disable_userns:
@@ -592,6 +667,36 @@ class BubblewrapBackend:
 
     def _perms(self, mode: str) -> list[str]:
         return ["--perms", mode] if self.perms else []
+
+    def _unprivileged(self) -> list[str]:
+        """As root: what starts bubblewrap as HOST_UID, with no groups, no capabilities (none
+        inheritable, an empty bounding set) and no way to gain privileges by exec. bubblewrap
+        then makes its namespaces as that user; its sandbox uid maps to HOST_UID outside."""
+        if self.setpriv is None:
+            return []
+        return [
+            self.setpriv,
+            f"--reuid={self.host_uid}",
+            f"--regid={self.host_gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+
+    def _prepare(self, workspace: Path, mounts: dict[Path, str]) -> None:
+        """As root: the workspace is handed to HOST_UID, and the directories above it and
+        above the mounts are made traversable by that user (bubblewrap, started as that user,
+        binds them). The mounts themselves must be readable by anyone (deps.py makes its
+        environments so)."""
+        if not self.as_root:
+            return
+        hand_over(workspace, self.host_uid, self.host_gid)
+        # Checked on every run (a stat per directory): a directory is changed at most once,
+        # and one made again since (a new job's, a removed and remade root) is changed too.
+        for parent in {path.parent for path in (workspace, *mounts)}:
+            allow_traverse(parent)
 
     def _wrapper_args(self, cgroup: RunCgroup | None, limits: Limits) -> list[str]:
         """The cgroup-entering wrapper, with the resource limits the run gets."""
@@ -787,6 +892,14 @@ class _Run:
         supervised = ready is not None and ready.kind in ("port", "command")
         if ready is not None and ready.kind not in ("port", "command", "output", "stays_up"):
             raise ValueError(f"unknown ready check kind {ready.kind!r}")
+        if self.backend.as_root:
+            try:
+                await asyncio.to_thread(self.backend._prepare, self.spec.workspace, self.mounts)
+            except OSError as error:
+                raise SandboxUnavailableError(
+                    f"cannot give the sandbox's user (uid {self.backend.host_uid}) the "
+                    f"workspace {self.spec.workspace} or its mounts: {error}"
+                ) from error
         cgroup = None
         if self.backend.cgroups is not None:
             # A few small writes to cgroupfs: quicker here than a hop to a thread.
