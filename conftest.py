@@ -6,6 +6,8 @@ other's events; NATS streams are per test too (a fresh server per test module is
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,30 @@ import pytest
 from tests.harness import RunningStack, start_stack
 
 from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres
+from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
+from vdo_sandbox.backend import SandboxUnavailableError
+from vdo_sandbox.docker_backend import connect
+from vdo_sandbox.image import ImageBuildError, build_image, image_exists
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each test session gets a temporary directory of its own, outside pytest's shared
+    per-user one: starting a session resets that one's permissions, which would lock the
+    embedded PostgreSQL of a session already running (it runs as its own user) out of its data
+    directory."""
+    if not config.option.basetemp:
+        config.option.basetemp = tempfile.mkdtemp(prefix="vdo-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +134,31 @@ def running_stack(
     yield running
     running.stack.stop()
     drop_database(postgres_server, url)
+
+
+# ---- the Docker engine and the sandbox image (both sandbox backends are tested) ----------
+
+SANDBOX_IMAGE: str = Settings.model_fields["sandbox_image_python"].default
+SETUP_HINT = "install docker.io and start dockerd (.ci/run does this)"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A client of the local Docker engine (closed at the end of the session)."""
+    try:
+        client = connect(timeout=120)
+    except SandboxUnavailableError as error:
+        pytest.fail(f"{error}; {SETUP_HINT}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_image(docker_client: Any) -> str:
+    """The sandbox image's tag; built (a few minutes, once) when the engine lacks it."""
+    if not image_exists(docker_client, SANDBOX_IMAGE):
+        try:
+            build_image(SANDBOX_IMAGE)
+        except ImageBuildError as error:
+            pytest.fail(f"could not build {SANDBOX_IMAGE}: {error}", pytrace=False)
+    return SANDBOX_IMAGE

@@ -93,6 +93,9 @@ def ai_stack(
         model_timeout_seconds=3.0,
         model_retries=4,
         model_max_output_tokens=4000,
+        # The fake counts a reply's tokens from its length: the 50 MB reply below alone "costs"
+        # more than the default daily cap.
+        daily_budget_usd=100_000.0,
     )
     yield running
     running.stack.stop()

@@ -56,9 +56,15 @@ def test_a_message_delivered_twice_changes_the_store_once(make_stack: Any) -> No
         # planner really receives it twice; only its tracking record can stop a second plan.
         nc = await connect(running.nats_url, name="test-duplicator")
         js = nc.jetstream()
-        first = await js.get_msg(STREAM, seq=1)
-        message = EventMessage.decode(first.data or b"")
-        assert message.type == "JobSubmitted"
+        # The message that made planning due: the job's admission from the queue.
+        info = await js.stream_info(STREAM)
+        for seq in range(1, (info.state.last_seq or 0) + 1):
+            stored = await js.get_msg(STREAM, seq=seq)
+            message = EventMessage.decode(stored.data or b"")
+            if message.type == "JobAdmitted" and str(message.job_id) == job_id:
+                break
+        else:
+            raise AssertionError("the job's admission is not on the bus")
         for copy in range(3):
             headers = {**message.headers(), HEADER_MSG_ID: f"duplicate-{copy}"}
             await js.publish(message.subject, message.encode(), headers=headers)

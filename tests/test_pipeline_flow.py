@@ -49,6 +49,7 @@ def test_a_job_reaches_completed_with_every_phase_in_order(running_stack: Runnin
 
     job = running_stack.job(job_id)
     assert job["status"] == "completed"
+    assert job["status_label"] == "ready for review"
     assert job["attempt"] == 1
 
 

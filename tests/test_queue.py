@@ -521,6 +521,8 @@ def slow_stack(
         max_running_jobs=1,
         max_running_jobs_per_user=1,
         scripted_delay_seconds=3.0,
+        # The run is looked for among the host's processes: bubblewrap's, not a container's.
+        sandbox_backend="bubblewrap",
         planner_model="scripted:demo",
         builder_model="scripted:demo",
         tester_model="scripted:demo",

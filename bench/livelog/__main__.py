@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import nats
+import openai
 from nats.aio.msg import Msg
 
 from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres
@@ -61,6 +62,8 @@ async def run(calls: int, deltas: int, home: Path) -> None:
     await nc.subscribe(f"{LIVE_LOG_PREFIX}.>", cb=on_line)
     live = LiveLog(nc)
     latencies: list[float] = []
+    asks: list[float] = []
+    raws: list[float] = []
     try:
         with FakeProvider() as fake:
             settings = Settings(home=home, model_backoff_seconds=0.0)
@@ -95,12 +98,33 @@ async def run(calls: int, deltas: int, home: Path) -> None:
                 request = ModelRequest(
                     phase="planner", system="bench", messages=(Message("user", "go"),)
                 )
+                began = time.perf_counter()
                 await step.ask(request, SCHEMA)
+                asks.append((time.perf_counter() - began) * 1000)
                 await nc.flush()
                 await asyncio.sleep(0.05)
                 pieces = [(at, t) for at, t in received if not t.startswith("[planner]")]
                 sent = fake.requests("openai")[-1].delta_sent_at
                 latencies += [(at - s) * 1000 for (at, _), s in zip(pieces, sent, strict=False)]
+            # The same call straight through the SDK: what the bracket adds is the difference.
+            client = openai.AsyncOpenAI(
+                api_key="bench-key-0123456789", base_url=f"{fake.url}/v1", max_retries=0
+            )
+            for _ in range(calls):
+                fake.push("openai", Reply(text=text, deltas=deltas, delta_delay=0.002))
+                began = time.perf_counter()
+                stream = await client.chat.completions.create(
+                    model="gpt-4.1",
+                    messages=[
+                        {"role": "system", "content": "bench"},
+                        {"role": "user", "content": "go"},
+                    ],
+                    stream=True,
+                )
+                async for _chunk in stream:
+                    pass
+                raws.append((time.perf_counter() - began) * 1000)
+            await client.close()
             await models.close()
     finally:
         await live.close()
@@ -109,6 +133,11 @@ async def run(calls: int, deltas: int, home: Path) -> None:
         nats_server.stop()
         postgres.stop()
     print(f"calls: {calls}, pieces: {len(latencies)}")
+    raw, ask = statistics.median(raws), statistics.median(asks)
+    print(
+        f"one call through the bracket (2 events stored, reply blob, live log): p50 {ask:.2f} ms; "
+        f"the raw SDK call: p50 {raw:.2f} ms; added p50 {ask - raw:.2f} ms"
+    )
     print(
         "streamed piece → live log subscriber: "
         f"p50 {statistics.median(latencies):.2f} ms, p95 {percentile(latencies, 0.95):.2f} ms, "

@@ -61,6 +61,8 @@ def status_text(status: object) -> Text:
         style = STATUS_STYLE[Status(value)]
     except ValueError:
         style = ""
+    if value == Status.COMPLETED:
+        value = f"{value} (ready for review)"
     return Text(value, style=style)
 
 

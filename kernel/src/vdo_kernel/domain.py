@@ -51,6 +51,16 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+# How a status reads to people: a completed job's result is up and waiting to be looked at.
+STATUS_LABELS: dict[Status, str] = {
+    Status.QUEUED: "queued",
+    Status.RUNNING: "running",
+    Status.COMPLETED: "ready for review",
+    Status.FAILED: "failed",
+    Status.CANCELLED: "cancelled",
+}
+
+
 class Outcome(enum.StrEnum):
     """How a finished step went. ``OK`` moves on; the others are verdicts the rules act on."""
 

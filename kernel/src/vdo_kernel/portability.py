@@ -42,6 +42,7 @@ from vdo_kernel.store import JobStore
 # Artifacts that are JSON manifests {relative path: digest} of further blobs.
 MANIFEST_ARTIFACTS = ("files", "tests")
 _FINISHED_TOPIC = get_topic(Job.StepFinished)
+_CALL_FINISHED_TOPIC = get_topic(Job.ModelCallFinished)
 _FETCH_ROWS = 5_000
 _LOCK_TIMEOUT_SECONDS = 30
 
@@ -87,7 +88,7 @@ def write_bundle(
         refs: dict[str, ArtifactRef] = {}
         for record in _stored_events(store, since):
             writer.add_event(record)
-            if record.topic == _FINISHED_TOPIC:
+            if record.topic in (_FINISHED_TOPIC, _CALL_FINISHED_TOPIC):
                 for name, digest in _artifacts(store, record).items():
                     ref = ArtifactRef(record.position, record.originator_id, name)
                     refs.setdefault(digest, ref)
@@ -133,7 +134,11 @@ def _artifacts(store: JobStore, record: EventRecord) -> dict[str, str]:
         record.topic,
         record.state,
     )
-    artifacts = store.decode_row(row).data.get("artifacts", {})
+    data = store.decode_row(row).data
+    if record.topic == _CALL_FINISHED_TOPIC:  # a model call's reply
+        reply = data.get("reply")
+        return {"reply": reply} if isinstance(reply, str) and reply else {}
+    artifacts = data.get("artifacts", {})
     return {str(k): v for k, v in artifacts.items() if isinstance(v, str)}
 
 

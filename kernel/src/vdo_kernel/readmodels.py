@@ -249,14 +249,12 @@ def create_schema(conn: psycopg.Connection[Any], schema: str = SCHEMA) -> None:
         # Two processes creating the schema at once would race on the catalog; serialise them.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema,))
         version = schema_version(conn, schema)
-        if version is not None and version != SCHEMA_VERSION:
-            raise OutdatedReadModelsError(schema, version)
         if version == SCHEMA_VERSION:
-            # Made whole already (the statements and the version row are one transaction).
-            # Running them again would take locks on every table (CREATE INDEX IF NOT EXISTS
-            # locks its table before it looks), which can deadlock with a projector applying
-            # a batch meanwhile.
+            # Already there (the DDL ran in one transaction: all of it or none). Running it
+            # again would take table locks that deadlock with a replica in mid-batch.
             return
+        if version is not None:
+            raise OutdatedReadModelsError(schema, version)
         conn.execute(ddl(schema))
 
 
@@ -546,7 +544,10 @@ _QUEUE: Final = sql.SQL(
 )
 _JOBS_WHERE: Final = sql.SQL(
     "(%(status)s::text IS NULL OR status = %(status)s) "
-    "AND (%(by)s::text IS NULL OR submitted_by = %(by)s)"
+    "AND (%(by)s::text IS NULL OR submitted_by = %(by)s) "
+    "AND (%(owner)s::text IS NULL OR submitted_by = %(owner)s) "
+    "AND (%(text)s::text IS NULL OR strpos(lower(title), lower(%(text)s)) > 0 "
+    "OR strpos(lower(description), lower(%(text)s)) > 0)"
 )
 
 
@@ -557,11 +558,20 @@ def list_jobs(
     offset: int,
     status: str | None = None,
     submitted_by: str | None = None,
+    owner: str | None = None,
+    text: str | None = None,
 ) -> tuple[list[JobRow], int]:
     """One page of jobs, newest first (the queued ones in the order they are to run, when only
     they are asked for), and how many there are in all (of that status, and submitted by that
     user, when given). Each queued job comes with its place in the whole queue."""
-    params = {"status": status, "by": submitted_by, "limit": limit, "offset": offset}
+    params = {
+        "status": status,
+        "by": submitted_by,
+        "owner": owner,
+        "text": text,
+        "limit": limit,
+        "offset": offset,
+    }
     order = sql.SQL(
         "q.queue_position" if status == Status.QUEUED.value else "created_at DESC, id DESC"
     )

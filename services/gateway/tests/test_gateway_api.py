@@ -145,6 +145,28 @@ async def test_jobs_are_listed_newest_first_a_page_at_a_time(
         assert "query parameter" in response.json()["detail"]
 
 
+async def test_jobs_are_filtered_by_owner_and_text(
+    client: httpx.AsyncClient, projection: Projection
+) -> None:
+    todo = (await submit(client, title="Todo API", description="a FastAPI todo API"))["id"]
+    word = (await submit(client, title="wc", description="a Word-Count tool"))["id"]
+    projection.catch_up()
+
+    async def ids(**params: str) -> list[str]:
+        page = (await client.get("/api/jobs", params=params)).json()
+        return [j["id"] for j in page["items"]]
+
+    assert await ids(q="word-count") == [word]
+    assert await ids(q="TODO") == [todo]
+    assert sorted(await ids(owner="admin")) == sorted([todo, word])
+    assert await ids(owner="someone-else") == []
+    assert await ids(q="todo", owner="admin", status="queued") == [todo]
+    for params in ({"q": ""}, {"q": "x" * 201}, {"q": "a\x00b"}, {"owner": "o" * 201}):
+        response = await client.get("/api/jobs", params=params)
+        assert response.status_code == 422, params
+        assert "query parameter" in response.json()["detail"]
+
+
 async def test_the_bearer_token_is_kept_nowhere(client: httpx.AsyncClient, store: JobStore) -> None:
     response = await client.post("/api/jobs", json=JOB)
     assert response.status_code == 201

@@ -491,8 +491,8 @@ def test_two_replicas_apply_each_event_exactly_once(database_url: str, store: Jo
         writing.clear()
         for thread in threads:
             thread.join(timeout=60)
-    assert errors == []
     try:
+        assert errors == []
         assert replicas[0].position() == store.max_position()
         count = rows(database_url, "SELECT count(*) FROM vdo_read.timeline")
         job_events = [e for e in store.read(after=0, limit=10_000) if e.is_job_event]

@@ -13,36 +13,9 @@ from typing import Any
 
 import pytest
 
-from vdo_kernel.settings import Settings
 from vdo_sandbox.backend import Backend, SandboxUnavailableError
 from vdo_sandbox.choose import bubblewrap_unavailable
-from vdo_sandbox.docker_backend import DockerBackend, connect
-from vdo_sandbox.image import ImageBuildError, build_image, image_exists
-
-SANDBOX_IMAGE: str = Settings.model_fields["sandbox_image_python"].default
-SETUP_HINT = "install docker.io and start dockerd (.ci/run does this)"
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    """A client of the local Docker engine (closed at the end of the session)."""
-    try:
-        client = connect(timeout=120)
-    except SandboxUnavailableError as error:
-        pytest.fail(f"{error}; {SETUP_HINT}", pytrace=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def docker_image(docker_client: Any) -> str:
-    """The sandbox image's tag; built (a few minutes, once) when the engine lacks it."""
-    if not image_exists(docker_client, SANDBOX_IMAGE):
-        try:
-            build_image(SANDBOX_IMAGE)
-        except ImageBuildError as error:
-            pytest.fail(f"could not build {SANDBOX_IMAGE}: {error}", pytrace=False)
-    return SANDBOX_IMAGE
+from vdo_sandbox.docker_backend import DockerBackend
 
 
 @pytest.fixture(scope="session")

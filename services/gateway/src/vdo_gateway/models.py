@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal, cast
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from vdo_kernel.accounts import TOKEN_NAME_MAX, Token, User
 from vdo_kernel.domain import (
@@ -20,6 +20,7 @@ from vdo_kernel.domain import (
     MAX_ATTEMPTS_LIMIT,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    STATUS_LABELS,
     STEP_PHASE,
     TITLE_MAX,
     Job,
@@ -470,6 +471,10 @@ class JobPublic(BaseModel):
         description="its place in the queue while it waits there (1 runs next, unless its "
         "submitter already has as many jobs running as a user may); none when not queued"
     )
+
+    @computed_field(description="the status as people read it (completed: 'ready for review')")
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
 
     @classmethod
     def row_fields(cls, row: JobRow) -> dict[str, Any]:

@@ -1,42 +1,185 @@
-"""Running untrusted code under bubblewrap: no network, nothing of the host writable but the
-workspace, no host environment, a wall-time limit and an output cap.
+"""Running untrusted code under bubblewrap: namespaces, no daemon.
 
-This is the simplest isolating runner; every process it starts dies with the run.
+Each run gets its own user, pid, mount, network, ipc, uts and cgroup namespaces: no network
+(loopback only), no host environment, no capabilities and no new privileges, the host's /usr
+read-only, a small /etc of its own, a size-limited private /tmp and /dev/shm, and the workspace
+as the only writable host directory. Memory, processes and CPU are limited by a cgroup of the
+run's own when the host lets this process make one (cgroup v2 or v1, as root), otherwise by
+resource limits; wall time, output and workspace size are watched from here. When the run ends,
+its namespace's init is killed, which takes every process the run started with it.
+
+When this service runs as root, bubblewrap itself is started as the unprivileged host user
+HOST_UID (after the run has entered its cgroup and taken its resource limits): the sandbox's
+user is then that user outside too, so what it writes is that user's, and nothing it could
+reach (a root-only file in a mount, a root process after a namespace escape) is its own. The
+workspace is handed to that user for the run; the directories above the workspace and the
+mounts get the traverse bit for others where they lack it (never read permission). A service
+that is not root runs bubblewrap as itself.
+
+A run with a ready check of kind port or command is started under a small supervisor inside the
+sandbox (the network namespace is the run's own, so only a process inside can reach its ports).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import json
+import logging
 import os
+import re
 import shutil
 import signal
+import stat
+import subprocess
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
+from vdo_sandbox.backend import (
+    MIB,
+    Limits,
+    LineSink,
+    ReadyCheck,
+    RunResult,
+    RunSpec,
+    SandboxUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+SANDBOX_UID = 65534
+# The host user bubblewrap (and so the sandbox) runs as when this service is root: `nobody`
+# (65534, group `nogroup`). It exists on every Debian/Ubuntu host; by policy it owns no files
+# and runs nothing that matters; it is outside every range adduser, systemd's DynamicUser= and
+# /etc/subuid hand out, so it never collides with a real account or a container's ids; and it
+# is the uid the sandbox has inside, so the workspace shows the same owner on both sides. A
+# program that escaped the namespaces would be `nobody` without capabilities: no root-owned
+# file, process or cgroup would be its own. (Another service run as `nobody` on the same host
+# could reach a workspace during its run: run no other service as `nobody`.)
+HOST_UID = 65534
+HOST_GID = 65534
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
-NOBODY = 65534
+WORKSPACE = "/workspace"
+SANDBOX_PYTHON = "/usr/bin/python3"
+BASE_ENV = {
+    "PATH": SANDBOX_PATH,
+    "HOME": WORKSPACE,
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp",  # noqa: S108 - the sandbox's own tmpfs
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",  # lines reach the live log (and an output ready check) as printed
+}
+# The sandbox's /etc: just enough for name lookups of localhost and of its own user.
+ETC_FILES = {
+    "/etc/passwd": (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"sandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:{WORKSPACE}:/bin/sh\n"
+    ),
+    "/etc/group": f"root:x:0:\nsandbox:x:{SANDBOX_UID}:\n",
+    "/etc/hosts": "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n",
+    "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+}
+# Host paths bound read-only when they exist (python3 may be reached through alternatives).
+HOST_READ_ONLY = ("/etc/alternatives", "/etc/ld.so.cache")
+NETWORK_FILES = ("/etc/resolv.conf", "/etc/ssl", "/etc/ca-certificates")
+# Sandbox paths a RunSpec mount may not cover.
+# (the sandbox's own paths, not the host's)
+RESERVED = ("/", "/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/proc", "/dev", "/tmp")  # noqa: S108
 
+CHUNK = 64 * 1024
+LONGEST_LINE = 64 * 1024  # a longer run of output without a newline is passed on in pieces
+# Output is drained (and counted) past the cap so the program never blocks on a full pipe, but
+# a run that keeps printing is stopped once it has printed this many times the cap.
+OUTPUT_KILL_FACTOR = 8
+WORKSPACE_POLL_SECONDS = 0.25
+WORKSPACE_MAX_ENTRIES = 100_000
+STOP_GRACE_SECONDS = 5.0
+# Exit status of the cgroup-entering wrapper when it cannot enter the run's cgroup.
+WRAPPER_FAILED = 125
+WRAPPER_MARK = "vdo-sandbox-wrapper:"
+# Writes its own pid into each cgroup.procs file given before `--`, sets resource limits, then
+# becomes bwrap (as root: setpriv, which becomes bwrap as HOST_UID): every process of the run
+# starts inside the run's cgroup, and only this root shell can put it there.
+WRAPPER = (
+    'while [ "$1" != -- ]; do '
+    f'echo $$ > "$1" || {{ echo "{WRAPPER_MARK} cannot enter $1" >&2; exit {WRAPPER_FAILED}; }}; '
+    "shift; done; shift; "
+    'while [ "$1" != -- ]; do '
+    f'ulimit $1 $2 || {{ echo "{WRAPPER_MARK} ulimit $1 $2 failed" >&2; exit {WRAPPER_FAILED}; }}; '
+    "shift 2; done; shift; "
+    'exec "$@"'
+)
 
-class SandboxUnavailableError(RuntimeError):
+# The supervisor of a run with a port or command ready check, run inside the sandbox by the
+# sandbox's python3: starts the program, checks until it is ready, the program exits or time
+# runs out, and reports on its own pipe (the program cannot reach that pipe: the supervisor is
+# not dumpable, so its /proc/<pid>/fd is closed to processes of the same user).
+SUPERVISOR = r"""
+import json, os, socket, subprocess, sys, time
+cfg = json.loads(sys.argv[1])
+program = sys.argv[2:]
+report = cfg["fd"]
+os.set_inheritable(report, False)
+try:
+    import ctypes
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
+except Exception:
     pass
+def tell(ready, detail):
+    os.write(report, (json.dumps({"ready": ready, "detail": detail}) + "\n").encode())
+try:
+    child = subprocess.Popen(program, stdin=subprocess.DEVNULL)
+except OSError as error:
+    tell(False, "cannot start %s: %s" % (program[0], error.strerror or error))
+    sys.exit(127)
+deadline = time.monotonic() + cfg["timeout"]
+last = "no answer yet"
+while True:
+    code = child.poll()
+    if code is not None:
+        tell(False, "exited with code %d before the %s check passed (%s)"
+             % (code, cfg["kind"], last))
+        sys.exit(code if code >= 0 else 128 - code)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        tell(False, "not ready within %gs: %s" % (cfg["timeout"], last))
+        break
+    if cfg["kind"] == "port":
+        answered = False
+        for host in ("127.0.0.1", "::1"):
+            try:
+                socket.create_connection((host, cfg["port"]), timeout=1).close()
+                answered = True
+                break
+            except OSError as error:
+                last = "port %d on %s: %s" % (cfg["port"], host, error.strerror or error)
+        if answered:
+            tell(True, "port %d answered" % cfg["port"])
+            break
+        time.sleep(0.1)
+    else:
+        shown = " ".join(cfg["command"])
+        try:
+            done = subprocess.run(cfg["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, timeout=max(1.0, min(30.0, left)))
+            text = done.stdout[-1000:].decode("utf-8", "replace").strip()
+            if done.returncode == 0:
+                tell(True, "`%s` exited 0" % shown + (": " + text[-300:] if text else ""))
+                break
+            last = "`%s` exited %d: %s" % (shown, done.returncode, text[-500:])
+        except subprocess.TimeoutExpired:
+            last = "`%s` did not finish in time" % shown
+        except OSError as error:
+            last = "`%s` could not start: %s" % (shown, error.strerror or error)
+        time.sleep(0.25)
+child.wait()
+"""
 
-
-@dataclass(frozen=True)
-class RunLimits:
-    wall_seconds: float = 60.0
-    output_bytes: int = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RunResult:
-    exit_code: int | None
-    output: str
-    timed_out: bool
-    truncated: bool
-    duration_seconds: float
-    stopped_early: bool = False
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def bwrap_binary() -> str:
@@ -49,141 +192,1147 @@ def bwrap_binary() -> str:
     return found
 
 
-def bwrap_command(workspace: Path, command: list[str]) -> list[str]:
-    args = [
-        bwrap_binary(),
-        "--unshare-all",  # no network, own pid/ipc/uts/user namespaces
-        "--die-with-parent",
-        "--new-session",
-        "--uid",
-        str(NOBODY),
-        "--gid",
-        str(NOBODY),
-        "--cap-drop",
-        "ALL",
-        "--clearenv",
-        "--setenv",
-        "PATH",
-        SANDBOX_PATH,
-        "--setenv",
-        "HOME",
-        "/workspace",
-        "--setenv",
-        "PYTHONDONTWRITEBYTECODE",
-        "1",
-        "--setenv",
-        "LANG",
-        "C.UTF-8",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--ro-bind",
-        "/etc/alternatives",
-        "/etc/alternatives",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",  # noqa: S108 - a private tmpfs inside the sandbox, not the host's /tmp
-        "--bind",
-        str(workspace),
-        "/workspace",
-        "--chdir",
-        "/workspace",
-    ]
-    for link in ("bin", "lib", "lib64", "sbin"):
-        target = Path("/") / link
-        if target.is_symlink():
-            args += ["--symlink", os.readlink(target), f"/{link}"]
-        elif target.exists():
-            args += ["--ro-bind", str(target), f"/{link}"]
-    return [*args, "--", *command]
+def setpriv_binary() -> str:
+    """util-linux's setpriv, which starts bubblewrap as HOST_UID when this service is root."""
+    found = shutil.which("setpriv", path=SANDBOX_PATH + ":/usr/sbin:/sbin")
+    if not found:
+        raise SandboxUnavailableError(
+            "setpriv is not installed (apt-get install util-linux): as root, bubblewrap is run "
+            f"as the unprivileged uid {HOST_UID} through it, never as root"
+        )
+    return found
 
 
-async def run(
-    workspace: Path,
-    command: list[str],
-    limits: RunLimits,
-    *,
-    stop_when_output_contains: str | None = None,
-) -> RunResult:
-    """Run `command` in the sandbox with `workspace` as its only writable directory."""
-    started = time.monotonic()
-    await asyncio.to_thread(_hand_over, workspace)
-    process = await asyncio.create_subprocess_exec(
-        *bwrap_command(workspace, command),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        env={"PATH": SANDBOX_PATH},
-    )
-    assert process.stdout is not None
-    chunks: list[bytes] = []
-    size = 0
-    truncated = timed_out = stopped_early = False
-    deadline = started + limits.wall_seconds
+def allow_traverse(directory: Path) -> None:
+    """Let any user pass through `directory` and every directory above it: the execute bit for
+    others is added where it is missing; read permission (listing) is never given."""
+    for path in (directory, *directory.parents):
+        mode = path.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def hand_over(workspace: Path, uid: int, gid: int) -> None:
+    """The workspace belongs to the sandbox's host user for the run, so it can write there; its
+    top directory is closed to other users (its parents are traversable by anyone).
+
+    Walked through directory descriptors without following links (a link is never a way out
+    of the workspace); a file with more than one link is left alone (never give away a file
+    that is also somewhere else)."""
+    top = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            try:
-                chunk = await asyncio.wait_for(process.stdout.read(65536), timeout=remaining)
-            except TimeoutError:
-                timed_out = True
-                break
-            if not chunk:
-                break
-            if size < limits.output_bytes:
-                chunks.append(chunk[: limits.output_bytes - size])
-            size += len(chunk)
-            if size > limits.output_bytes:
-                truncated = True
-            if stop_when_output_contains is not None and stop_when_output_contains.encode() in (
-                b"".join(chunks)
-            ):
-                stopped_early = True
-                break
-        if not (timed_out or stopped_early):
-            # Output ended: let the run report its own exit status before anything is killed
-            # (killing first would turn a passing run into a killed one).
-            remaining = max(deadline - time.monotonic(), 0.1)
-            try:
-                await asyncio.wait_for(process.wait(), timeout=remaining)
-            except TimeoutError:
-                timed_out = True
+        os.fchown(top, uid, gid)
+        os.fchmod(top, stat.S_IMODE(os.fstat(top).st_mode) & 0o700)
     finally:
-        # Whatever the run left behind (background processes included) dies with it.
-        _kill_group(process.pid)
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-    output = b"".join(chunks).decode("utf-8", errors="replace")
-    if truncated:
-        output += f"\n[output cut at {limits.output_bytes} bytes]\n"
-    if timed_out:
-        output += f"\n[stopped: wall time of {limits.wall_seconds:g}s reached]\n"
-    exit_code = None if (timed_out or stopped_early) else process.returncode
-    return RunResult(
-        exit_code=exit_code,
-        output=output,
-        timed_out=timed_out,
-        truncated=truncated,
-        duration_seconds=time.monotonic() - started,
-        stopped_early=stopped_early,
-    )
+        os.close(top)
+    for _, directories, files, dir_fd in os.fwalk(workspace, follow_symlinks=False):
+        for name in directories + files:
+            with contextlib.suppress(OSError):
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (info.st_uid, info.st_gid) == (uid, gid):
+                    continue
+                if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
+                    continue
+                os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _hand_over(workspace: Path) -> None:
-    """The workspace belongs to the sandbox's unprivileged user for the run."""
-    for path in [workspace, *workspace.rglob("*")]:
+# ---- cgroups ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    peak_memory_bytes: int | None = None
+    cpu_seconds: float | None = None
+    oom_kills: int = 0
+    forks_refused: int = 0
+
+
+@dataclass
+class RunCgroup:
+    """The cgroup (one directory per hierarchy on v1) of one run."""
+
+    version: int
+    dirs: dict[str, Path]  # controller ("" for v2) -> directory
+
+    def procs_files(self) -> list[Path]:
+        return [directory / "cgroup.procs" for directory in self._unique()]
+
+    def _unique(self) -> list[Path]:
+        return list(dict.fromkeys(self.dirs.values()))
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for procs in self.procs_files():
+            with contextlib.suppress(OSError, ValueError):
+                found.update(int(line) for line in procs.read_text().split())
+        return found
+
+    def kill_all(self) -> None:
+        """Kill whatever is still in the cgroup (normally nothing: the pid namespace is gone)."""
+        if self.version == 2:
+            kill = self.dirs[""] / "cgroup.kill"
+            if kill.exists():
+                with contextlib.suppress(OSError):
+                    kill.write_text("1")
+                return
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stats(self) -> CgroupStats:
+        if self.version == 2:
+            base = self.dirs[""]
+            micros = _field(base / "cpu.stat", "usage_usec")
+            return CgroupStats(
+                peak_memory_bytes=_int(base / "memory.peak"),
+                cpu_seconds=micros / 1e6 if micros is not None else None,
+                oom_kills=_field(base / "memory.events", "oom_kill") or 0,
+                forks_refused=_field(base / "pids.events", "max") or 0,
+            )
+        memory, pids = self.dirs.get("memory"), self.dirs.get("pids")
+        cpuacct = self.dirs.get("cpuacct")
+        nanos = _int(cpuacct / "cpuacct.usage") if cpuacct else None
+        return CgroupStats(
+            peak_memory_bytes=_int(memory / "memory.max_usage_in_bytes") if memory else None,
+            cpu_seconds=nanos / 1e9 if nanos is not None else None,
+            oom_kills=(_field(memory / "memory.oom_control", "oom_kill") or 0) if memory else 0,
+            forks_refused=(_field(pids / "pids.events", "max") or 0) if pids else 0,
+        )
+
+    def remove(self) -> None:
+        for directory in self._unique():
+            for _ in range(50):
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as error:
+                    if error.errno != errno.EBUSY:
+                        log.warning("cannot remove cgroup %s: %s", directory, error)
+                        break
+                    self.kill_all()
+                    time.sleep(0.02)
+
+
+@dataclass
+class Cgroups:
+    """Where this process can make a cgroup per run, and with which controllers.
+
+    `parents` maps each controller this process can limit ("memory", "pids", "cpu", and
+    "cpuacct" for figures on v1; "" on v2, where one directory holds them all) to the
+    directory the runs' cgroups are made in."""
+
+    version: int
+    parents: dict[str, Path]
+    controllers: frozenset[str]
+    _count: int = field(default=0, repr=False)
+
+    def describe(self) -> str:
+        limited = sorted(self.controllers & {"memory", "pids", "cpu"})
+        return f"cgroup v{self.version} ({', '.join(limited)})"
+
+    def create(self, limits: Limits) -> RunCgroup:
+        self._count += 1
+        name = f"vdo-run-{os.getpid()}-{self._count}-{os.urandom(3).hex()}"
+        dirs = {controller: parent / name for controller, parent in self.parents.items()}
+        run = RunCgroup(self.version, dirs)
+        try:
+            for directory in run._unique():
+                directory.mkdir()
+            self._limit(run, limits)
+        except OSError:
+            run.remove()
+            raise
+        return run
+
+    def _limit(self, run: RunCgroup, limits: Limits) -> None:
+        memory = str(limits.memory_bytes)
+        quota = max(int(limits.cpus * 100_000), 1000)
+        if self.version == 2:
+            base = run.dirs[""]
+            if "memory" in self.controllers:
+                (base / "memory.max").write_text(memory)
+                _write_if_present(base / "memory.swap.max", "0")
+                _write_if_present(base / "memory.oom.group", "1")
+            if "pids" in self.controllers:
+                (base / "pids.max").write_text(str(limits.pids))
+            if "cpu" in self.controllers:
+                (base / "cpu.max").write_text(f"{quota} 100000")
+            return
+        if "memory" in run.dirs:
+            (run.dirs["memory"] / "memory.limit_in_bytes").write_text(memory)
+            _write_if_present(run.dirs["memory"] / "memory.memsw.limit_in_bytes", memory)
+        if "pids" in run.dirs:
+            (run.dirs["pids"] / "pids.max").write_text(str(limits.pids))
+        if "cpu" in run.dirs:
+            (run.dirs["cpu"] / "cpu.cfs_period_us").write_text("100000")
+            (run.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
+
+    @classmethod
+    def detect(cls) -> Cgroups | None:
+        """The cgroups this process may make, or None (not root, no delegation, no cgroupfs)."""
+        try:
+            mounts = _cgroup_mounts(Path("/proc/self/mountinfo").read_text())
+            membership = _membership(Path("/proc/self/cgroup").read_text())
+        except OSError:
+            return None
+        found = cls._v2(mounts, membership) or cls._v1(mounts, membership)
+        if found is not None:
+            found._cleanup_stale()
+        return found
+
+    @classmethod
+    def _v2(
+        cls, mounts: list[tuple[str, Path, set[str], str]], membership: dict[str, str]
+    ) -> Cgroups | None:
+        unified = next(((m, root) for kind, m, _, root in mounts if kind == "cgroup2"), None)
+        if unified is None or "" not in membership:
+            return None
+        mount, root = unified
+        own = _inside(mount, root, membership[""])
+        if own is None:
+            return None
+        wanted = {"memory", "pids", "cpu"}
+        available = set(_read(own / "cgroup.controllers").split()) & wanted
+        if not {"memory", "pids"} <= available:
+            return None
+        enable = " ".join(f"+{name}" for name in sorted(available))
+        # Controllers can be handed down only by a cgroup with no processes of its own (the
+        # root excepted): this process's own cgroup if it is the root, else a sibling of it.
+        candidates = [own] if own == mount else [own.parent / "vdo-sandbox"]
+        for parent in candidates:
+            try:
+                parent.mkdir(exist_ok=True)
+                (parent / "cgroup.subtree_control").write_text(enable)
+                probe = parent / f"vdo-probe-{os.getpid()}"
+                probe.mkdir()
+                probe.rmdir()
+            except OSError:
+                continue
+            return cls(2, {"": parent}, frozenset(available))
+        return None
+
+    @classmethod
+    def _v1(
+        cls, mounts: list[tuple[str, Path, set[str], str]], membership: dict[str, str]
+    ) -> Cgroups | None:
+        parents: dict[str, Path] = {}
+        for kind, mount, options, root in mounts:
+            if kind != "cgroup":
+                continue
+            for controller in ("memory", "pids", "cpu", "cpuacct"):
+                if controller in options and controller in membership:
+                    own = _inside(mount, root, membership[controller])
+                    if own is not None:
+                        parents[controller] = own
+        usable: dict[str, Path] = {}
+        for controller, parent in parents.items():
+            probe = parent / f"vdo-probe-{os.getpid()}"
+            try:
+                probe.mkdir()
+                probe.rmdir()
+            except OSError:
+                continue
+            usable[controller] = parent
+        if not {"memory", "pids"} <= usable.keys():
+            return None
+        return cls(1, usable, frozenset(usable))
+
+    def _cleanup_stale(self) -> None:
+        """Remove run cgroups left by processes that are gone (a crash, say)."""
+        for parent in set(self.parents.values()):
+            with contextlib.suppress(OSError):
+                for entry in parent.iterdir():
+                    match = re.fullmatch(r"vdo-run-(\d+)-.*", entry.name)
+                    if match and not Path(f"/proc/{match.group(1)}").exists():
+                        run = RunCgroup(self.version, {"": entry})
+                        run.kill_all()
+                        run.remove()
+
+
+def _cgroup_mounts(mountinfo: str) -> list[tuple[str, Path, set[str], str]]:
+    """(fstype, mount point, super options, root within the hierarchy) of each cgroup mount."""
+    found = []
+    for line in mountinfo.splitlines():
+        before, _, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
+            continue
+        found.append((tail[0], Path(fields[4]), set(tail[2].split(",")), fields[3]))
+    return found
+
+
+def _membership(text: str) -> dict[str, str]:
+    """Controller ("" for v2) -> this process's cgroup path, from /proc/self/cgroup."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        for name in controllers.split(",") if controllers else [""]:
+            found[name] = path
+    return found
+
+
+def _inside(mount: Path, root: str, path: str) -> Path | None:
+    """The directory of cgroup `path` in a hierarchy mounted at `mount` from `root`."""
+    if root != "/" and not (path == root or path.startswith(root.rstrip("/") + "/")):
+        return None
+    relative = path[len(root) :] if root != "/" else path
+    directory = mount / relative.lstrip("/")
+    return directory if directory.is_dir() else None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _int(path: Path) -> int | None:
+    text = _read(path).strip()
+    return int(text) if text.isdigit() else None
+
+
+def _field(path: Path, key: str) -> int | None:
+    for line in _read(path).splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == key and words[1].isdigit():
+            return int(words[1])
+    return None
+
+
+def _write_if_present(path: Path, value: str) -> None:
+    if path.exists():
         with contextlib.suppress(OSError):
-            os.chown(path, NOBODY, NOBODY)
+            path.write_text(value)
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+# ---- the backend -----------------------------------------------------------------------------
+
+
+class BubblewrapBackend:
+    """Runs each RunSpec under bubblewrap on this host."""
+
+    name = "bubblewrap"
+
+    def __init__(self, *, bwrap: str | None = None, cgroups: bool = True) -> None:
+        self.bwrap = bwrap or bwrap_binary()
+        try:
+            shown = subprocess.run(
+                [self.bwrap, "--version"], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise SandboxUnavailableError(f"{self.bwrap} cannot be run: {error}") from error
+        self.version = shown.stdout.strip() or "bubblewrap (version unknown)"
+        try:
+            usage = subprocess.run(
+                [self.bwrap, "--help"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            usage = ""
+        # bubblewrap >= 0.8: no user namespace can be made inside (less kernel to attack).
+        self.disable_userns = "--disable-userns" in usage
+        # bubblewrap >= 0.5 sets modes, >= 0.6 sizes a tmpfs; without a size, a tmpfs is bounded
+        # only by the run's memory limit (its pages count against it).
+        self.perms = "--perms" in usage
+        self.sized_tmpfs = "--size" in usage
+        # As root, bubblewrap is started as HOST_UID: it makes its user namespace as that
+        # unprivileged user, so the sandbox's uid is HOST_UID outside, not root.
+        self.as_root = os.geteuid() == 0
+        self.setpriv = setpriv_binary() if self.as_root else None
+        self.host_uid = HOST_UID if self.as_root else os.getuid()
+        self.host_gid = HOST_GID if self.as_root else os.getgid()
+        self.cgroups = Cgroups.detect() if cgroups else None
+        self.nproc_option = _nproc_option()
+        self._probe()
+
+    def _probe(self) -> None:
+        """A first run of `true`: fails now, clearly, when namespaces are not allowed here."""
+        args = self._bwrap_args(Path("/"), {}, {}, Limits(), network=False, probe=True)
+        try:
+            done = subprocess.run(
+                [*args, "true"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise SandboxUnavailableError(f"bubblewrap cannot start a sandbox: {error}") from error
+        if done.returncode != 0:
+            who = f" as the unprivileged uid {HOST_UID}" if self.as_root else ""
+            raise SandboxUnavailableError(
+                f"bubblewrap cannot start a sandbox{who} on this host "
+                f"({(done.stderr or done.stdout).strip()}); user namespaces may be disabled "
+                "for unprivileged users (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces > 0, kernel.apparmor_restrict_unprivileged_userns=0)"
+            )
+
+    def describe(self) -> str:
+        if self.cgroups is not None:
+            limits = f"memory, processes and CPU limited through {self.cgroups.describe()}"
+        else:
+            limits = (
+                "no cgroup of its own (not root, or no delegation): memory, processes and CPU "
+                "limited by resource limits only"
+            )
+            # RLIMIT_NPROC counts the processes of the host user, all runs at once.
+            limits += f" (the process limit counts every process of host uid {self.host_uid})"
+        if not self.sized_tmpfs:
+            limits += "; /tmp not sized (bubblewrap < 0.6): bounded by the memory limit"
+        if self.as_root:
+            runs_as = f"the unprivileged host uid {self.host_uid} (dropped from root by setpriv)"
+        else:
+            runs_as = f"this service's user (host uid {self.host_uid})"
+        return (
+            f"{self.version} ({self.bwrap}); {limits}; bubblewrap runs as {runs_as}: sandbox "
+            f"uid {SANDBOX_UID} is host uid {self.host_uid}, without capabilities"
+        )
+
+    async def run(self, spec: RunSpec, on_line: LineSink | None = None) -> RunResult:
+        if not spec.command:
+            raise ValueError("nothing to run: the command is empty")
+        if not spec.workspace.is_dir():
+            raise ValueError(f"the workspace {spec.workspace} is not a directory")
+        env = {**BASE_ENV, **_checked_env(spec.env)}
+        mounts = _checked_mounts(spec.mounts)
+        spec = replace(spec, workspace=spec.workspace.resolve())
+        return await _Run(self, spec, env, mounts, on_line).run()
+
+    # ---- the command line ----------------------------------------------------------------
+
+    def _bwrap_args(
+        self,
+        workspace: Path,
+        env: dict[str, str],
+        mounts: dict[Path, str],
+        limits: Limits,
+        *,
+        network: bool,
+        probe: bool = False,
+        etc_fds: dict[str, int] | None = None,
+        info_fd: int | None = None,
+    ) -> list[str]:
+        args = [*self._unprivileged(), self.bwrap, "--unshare-all", "--unshare-user"]
+        if network:
+            args.append("--share-net")
+        if self.disable_userns:
+            args.append("--disable-userns")
+        args += [
+            "--die-with-parent",
+            "--new-session",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--hostname",
+            "sandbox",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+        ]
+        for name, value in env.items():
+            args += ["--setenv", name, value]
+        args += ["--ro-bind", "/usr", "/usr"]
+        for link in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
+            target = Path("/") / link
+            if target.is_symlink():
+                args += ["--symlink", os.readlink(target), f"/{link}"]
+            elif target.is_dir():
+                args += ["--ro-bind", str(target), f"/{link}"]
+        args += [*self._perms("0755"), "--dir", "/etc"]
+        for path in HOST_READ_ONLY + (NETWORK_FILES if network else ()):
+            args += ["--ro-bind-try", path, path]
+        for path, fd in (etc_fds or {}).items():
+            args += [*self._perms("0444"), "--ro-bind-data", str(fd), path]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        for path in ("/dev/shm", "/tmp"):  # noqa: S108 - the sandbox's own
+            size = ["--size", str(limits.tmpfs_bytes)] if self.sized_tmpfs else []
+            args += [*size, *self._perms("1777"), "--tmpfs", path]
+        if not probe:
+            args += ["--bind", str(workspace), WORKSPACE]
+            for host_path, sandbox_path in mounts.items():
+                args += ["--ro-bind", str(host_path), sandbox_path]
+        # Nothing else is writable: not the root, not /dev (each its own unlimited tmpfs).
+        args += ["--remount-ro", "/dev", "--remount-ro", "/"]
+        if info_fd is not None:
+            args += ["--info-fd", str(info_fd)]
+        args += ["--chdir", WORKSPACE if not probe else "/"]
+        return [*args, "--"]
+
+    def _perms(self, mode: str) -> list[str]:
+        return ["--perms", mode] if self.perms else []
+
+    def _unprivileged(self) -> list[str]:
+        """As root: what starts bubblewrap as HOST_UID, with no groups, no capabilities (none
+        inheritable, an empty bounding set) and no way to gain privileges by exec. bubblewrap
+        then makes its namespaces as that user; its sandbox uid maps to HOST_UID outside."""
+        if self.setpriv is None:
+            return []
+        return [
+            self.setpriv,
+            f"--reuid={self.host_uid}",
+            f"--regid={self.host_gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+
+    def _prepare(self, workspace: Path, mounts: dict[Path, str]) -> None:
+        """As root: the workspace is handed to HOST_UID, and the directories above it and
+        above the mounts are made traversable by that user (bubblewrap, started as that user,
+        binds them). The mounts themselves must be readable by anyone (deps.py makes its
+        environments so)."""
+        if not self.as_root:
+            return
+        hand_over(workspace, self.host_uid, self.host_gid)
+        # Checked on every run (a stat per directory): a directory is changed at most once,
+        # and one made again since (a new job's, a removed and remade root) is changed too.
+        for parent in {path.parent for path in (workspace, *mounts)}:
+            allow_traverse(parent)
+
+    def _wrapper_args(self, cgroup: RunCgroup | None, limits: Limits) -> list[str]:
+        """The cgroup-entering wrapper, with the resource limits the run gets."""
+        rlimits = [
+            ("-c", "0"),  # no core files in the workspace
+            ("-f", str(max(limits.workspace_bytes // 512, 1))),  # no file larger than the limit
+        ]
+        limited = self.cgroups.controllers if (self.cgroups and cgroup) else frozenset()
+        if "memory" not in limited:
+            rlimits.append(("-v", str(max(limits.memory_bytes // 1024, 1024))))
+        if "pids" not in limited:
+            rlimits.append((self.nproc_option, str(limits.pids)))
+        if "cpu" not in limited:
+            rlimits.append(("-t", str(max(int(limits.wall_seconds * limits.cpus) + 1, 1))))
+        procs = [str(path) for path in cgroup.procs_files()] if cgroup else []
+        flat = [word for pair in rlimits for word in pair]
+        return ["/bin/sh", "-c", WRAPPER, "vdo-sandbox", *procs, "--", *flat, "--"]
+
+
+def _nproc_option() -> str:
+    """The shell's ulimit option for the number of processes: -u (bash), -p (dash)."""
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", "ulimit -u"], capture_output=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "-p"
+    return "-u" if done.returncode == 0 else "-p"
+
+
+def _checked_env(env: dict[str, str]) -> dict[str, str]:
+    for name, value in env.items():
+        if not _ENV_NAME.match(name) or "\x00" in value:
+            raise ValueError(f"not an environment variable: {name!r}")
+    return dict(env)
+
+
+def _checked_mounts(mounts: dict[Path, str]) -> dict[Path, str]:
+    checked: dict[Path, str] = {}
+    for host_path, sandbox_path in mounts.items():
+        target = PurePosixPath(sandbox_path)
+        reserved = any(
+            target == PurePosixPath(r) or (r != "/" and PurePosixPath(r) in target.parents)
+            for r in RESERVED
+        )
+        if (
+            not target.is_absolute()
+            or ".." in target.parts
+            or reserved
+            or target == PurePosixPath(WORKSPACE)
+            or PurePosixPath(WORKSPACE) in target.parents
+        ):
+            raise ValueError(f"cannot mount {host_path} at {sandbox_path!r}")
+        if not host_path.exists():
+            raise ValueError(f"cannot mount {host_path}: it does not exist")
+        checked[host_path.resolve()] = str(target)
+    return checked
+
+
+# ---- one run ---------------------------------------------------------------------------------
+
+
+class _Output:
+    """What the run prints: the first half of the cap and the last half are kept when there is
+    more than the cap; lines are passed on as they come while within the cap."""
+
+    def __init__(self, cap: int, started: float, on_line: LineSink | None) -> None:
+        self.cap = max(cap, 2)
+        self.tail_cap = self.cap // 2
+        self.started = started
+        self.on_line = on_line
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.total = 0
+        self.first_output_seconds: float | None = None
+        self._line = bytearray()
+        self._sink_failed = False
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.cap
+
+    def feed(self, chunk: bytes) -> None:
+        if self.first_output_seconds is None:
+            self.first_output_seconds = time.monotonic() - self.started
+        before = self.total
+        self.total += len(chunk)
+        self.tail.append(chunk)
+        self.tail_size += len(chunk)
+        while self.tail_size - len(self.tail[0]) >= self.tail_cap:
+            self.tail_size -= len(self.tail.popleft())
+        room = self.cap - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            self._lines(chunk[:room])
+        if before <= self.cap < self.total:
+            self._flush_line()
+            self._emit(f"[output over {self.cap} bytes: the rest is not shown live]")
+
+    def finish(self) -> None:
+        if not self.truncated:
+            self._flush_line()
+            return
+        self._emit(self.cut_note().strip())
+        tail = self.tail_text()
+        lines = tail.split("\n")[1:] if "\n" in tail else []  # the first is a piece of a line
+        for line in lines:
+            if line:
+                self._emit(line)
+
+    def cut_note(self) -> str:
+        cut = self.total - (self.cap - self.tail_cap) - self.tail_cap
+        return (
+            f"\n[output cut: {cut} of {self.total} bytes not kept (limit {self.cap} bytes); "
+            "the end follows]\n"
+        )
+
+    def tail_text(self) -> str:
+        data = b"".join(self.tail)[-self.tail_cap :]
+        return data.decode("utf-8", errors="replace")
+
+    def text(self) -> str:
+        if not self.truncated:
+            return self.head.decode("utf-8", errors="replace")
+        head = bytes(self.head[: self.cap - self.tail_cap]).decode("utf-8", errors="replace")
+        return head + self.cut_note() + self.tail_text()
+
+    def _lines(self, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._line += data[start:end]
+            self._emit(self._line.decode("utf-8", errors="replace").rstrip("\r"))
+            self._line.clear()
+            start = end + 1
+        self._line += data[start:]
+        if len(self._line) >= LONGEST_LINE:
+            self._flush_line()
+
+    def _flush_line(self) -> None:
+        if self._line:
+            self._emit(self._line.decode("utf-8", errors="replace"))
+            self._line.clear()
+
+    def _emit(self, line: str) -> None:
+        if self.on_line is None or self._sink_failed:
+            return
+        try:
+            self.on_line(line)
+        except Exception:  # the live log is a convenience: the run goes on without it
+            self._sink_failed = True
+            log.warning("the output line sink failed; no more lines are passed on", exc_info=True)
+
+
+@dataclass
+class _Verdict:
+    ready: bool
+    detail: str
+
+
+class _Run:
+    def __init__(
+        self,
+        backend: BubblewrapBackend,
+        spec: RunSpec,
+        env: dict[str, str],
+        mounts: dict[Path, str],
+        on_line: LineSink | None,
+    ) -> None:
+        self.backend = backend
+        self.spec = spec
+        self.limits = spec.limits
+        self.env = env
+        self.mounts = mounts
+        self.started = time.monotonic()
+        self.output = _Output(self.limits.output_bytes, self.started, on_line)
+        self.stop = asyncio.Event()
+        self.reason = ""  # why the run was stopped before its program ended
+        self.verdict: _Verdict | None = None
+        self.workspace_over = False
+        self.workspace_bytes = 0
+        self.output_over = False
+        self.text_seen = False
+        self._window = b""
+
+    def _stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.reason = reason
+            self.stop.set()
+
+    async def run(self) -> RunResult:
+        ready = self.spec.ready
+        supervised = ready is not None and ready.kind in ("port", "command")
+        if ready is not None and ready.kind not in ("port", "command", "output", "stays_up"):
+            raise ValueError(f"unknown ready check kind {ready.kind!r}")
+        if self.backend.as_root:
+            try:
+                await asyncio.to_thread(self.backend._prepare, self.spec.workspace, self.mounts)
+            except OSError as error:
+                raise SandboxUnavailableError(
+                    f"cannot give the sandbox's user (uid {self.backend.host_uid}) the "
+                    f"workspace {self.spec.workspace} or its mounts: {error}"
+                ) from error
+        cgroup = None
+        if self.backend.cgroups is not None:
+            # A few small writes to cgroupfs: quicker here than a hop to a thread.
+            try:
+                cgroup = self.backend.cgroups.create(self.limits)
+            except OSError as error:
+                raise SandboxUnavailableError(f"cannot make the run's cgroup: {error}") from error
+        pipes: list[int] = []  # read ends and write ends we hold until the run has started
+        try:
+            etc_fds = {path: _data_pipe(text, pipes) for path, text in ETC_FILES.items()}
+            info_read, info_write = _pipe(pipes)
+            report_read = report_write = None
+            command = list(self.spec.command)
+            if supervised:
+                assert ready is not None
+                report_read, report_write = _pipe(pipes)
+                command = self._supervised(ready, report_write, command)
+            args = [
+                *self.backend._wrapper_args(cgroup, self.limits),
+                *self.backend._bwrap_args(
+                    self.spec.workspace,
+                    self.env,
+                    self.mounts,
+                    self.limits,
+                    network=self.limits.network,
+                    etc_fds=etc_fds,
+                    info_fd=info_write,
+                ),
+                *command,
+            ]
+            passed = (*etc_fds.values(), info_write) + ((report_write,) if report_write else ())
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *args,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=passed,
+                    env={"PATH": SANDBOX_PATH},
+                )
+            except OSError as error:
+                raise SandboxUnavailableError(
+                    f"bubblewrap could not be started: {error}"
+                ) from error
+            # Only the run holds the write ends now: each pipe ends when the run does.
+            for fd in passed:
+                _close(fd, pipes)
+            for fd in etc_fds.values():
+                _close(fd, pipes)
+            return await self._supervise(process, cgroup, info_read, report_read, pipes)
+        finally:
+            for fd in list(pipes):
+                _close(fd, pipes)
+            if cgroup is not None:
+                await _even_if_cancelled(asyncio.to_thread(cgroup.remove))
+
+    def _supervised(self, ready: ReadyCheck, report_fd: int, command: list[str]) -> list[str]:
+        if ready.kind == "port" and ready.port is None:
+            raise ValueError("a port ready check names no port")
+        if ready.kind == "command" and not ready.command:
+            raise ValueError("a command ready check names no command")
+        budget = self.limits.wall_seconds
+        config = {
+            "fd": report_fd,
+            "kind": ready.kind,
+            "port": ready.port,
+            "command": list(ready.command),
+            "timeout": round(max(budget - 0.5, budget * 0.9, 0.1), 3),
+        }
+        return [SANDBOX_PYTHON, "-I", "-S", "-c", SUPERVISOR, json.dumps(config), *command]
+
+    async def _supervise(
+        self,
+        process: asyncio.subprocess.Process,
+        cgroup: RunCgroup | None,
+        info_read: int,
+        report_read: int | None,
+        pipes: list[int],
+    ) -> RunResult:
+        outer = _pidfd(process.pid)
+        init = _Init()
+        # Readers end with their pipe (when the run ends); timers are cancelled then.
+        readers = [
+            asyncio.create_task(self._pump(process)),
+            asyncio.create_task(self._read_info(info_read, pipes, process.pid, init)),
+        ]
+        if report_read is not None:
+            readers.append(asyncio.create_task(self._read_report(report_read, pipes)))
+        timers = [asyncio.create_task(self._watch_workspace())]
+        ready = self.spec.ready
+        if ready is not None and ready.kind == "stays_up":
+            timers.append(asyncio.create_task(self._stays_up(ready.seconds)))
+        exited = False
+        try:
+            deadline = self.started + self.limits.wall_seconds
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), max(deadline - time.monotonic(), 0))
+            if not self.stop.is_set():
+                self._stop("timeout")
+            if self.reason == "exited":
+                # The output ended: the program is done (or closed its output): let it report
+                # its own exit status before anything is killed.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), max(deadline - time.monotonic(), 0.1))
+                exited = process.returncode is not None
+                if not exited:
+                    self.reason = "timeout"
+        finally:
+            await _even_if_cancelled(self._end(process, outer, init, cgroup, readers, timers))
+        stats = await asyncio.to_thread(cgroup.stats) if cgroup else CgroupStats()
+        if not self.workspace_over:
+            await asyncio.to_thread(self._check_workspace)
+        return self._result(process, exited, stats)
+
+    async def _end(
+        self,
+        process: asyncio.subprocess.Process,
+        outer: int | None,
+        init: _Init,
+        cgroup: RunCgroup | None,
+        readers: list[asyncio.Task[None]],
+        timers: list[asyncio.Task[None]],
+    ) -> None:
+        """Kill the run's namespace (every process in it) and wait until it is gone."""
+        for timer in timers:
+            timer.cancel()
+        try:
+            if process.returncode is None:
+                # The namespace's init first: the kernel then kills every process in it, and
+                # bwrap, which waits for init, ends once they are all gone.
+                _signal(init.fd, init.pid)
+                _signal(outer, process.pid)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+            except TimeoutError:
+                log.warning("bubblewrap did not end after SIGKILL (pid %s)", process.pid)
+            if init.fd is not None:
+                await _wait_readable(init.fd, STOP_GRACE_SECONDS)
+            if cgroup is not None:
+                await asyncio.to_thread(_wait_empty, cgroup)
+            # What was printed (or reported) before the end is still read: every writer is
+            # gone, so each pipe ends.
+            await asyncio.wait(readers, timeout=STOP_GRACE_SECONDS)
+        finally:
+            for task in (*readers, *timers):
+                task.cancel()
+            await asyncio.gather(*readers, *timers, return_exceptions=True)
+            for fd in (outer, init.fd):
+                if fd is not None:
+                    os.close(fd)
+            self.output.finish()
+
+    # ---- while it runs -----------------------------------------------------------------------
+
+    async def _pump(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        check = self.spec.ready
+        text = check.text.encode() if check is not None and check.kind == "output" else b""
+        kill_at = self.limits.output_bytes * OUTPUT_KILL_FACTOR
+        while chunk := await process.stdout.read(CHUNK):
+            self.output.feed(chunk)
+            if text and not self.text_seen:
+                window = self._window + chunk
+                if text in window:
+                    self.text_seen = True
+                    self._decide(True, f"printed {text.decode()!r}")
+                self._window = window[-max(len(text) - 1, 1) :]
+            if self.output.total > kill_at and not self.output_over:
+                self.output_over = True
+                self._stop("output")
+        self._stop("exited")
+
+    async def _read_info(self, fd: int, pipes: list[int], outer: int, init: _Init) -> None:
+        """bwrap's --info-fd: the host pid of the namespace's init, held by a pidfd."""
+        data = b""
+        async with _reading(fd, pipes) as reader:
+            while chunk := await reader.read(4096):
+                data += chunk
+                try:
+                    pid = int(json.loads(data)["child-pid"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if _parent_of(pid) == outer:
+                    handle = _pidfd(pid)
+                    # Opened after the check: make sure it is still the same process.
+                    if _parent_of(pid) == outer:
+                        init.pid, init.fd = pid, handle
+                    elif handle is not None:
+                        os.close(handle)
+                return
+
+    async def _read_report(self, fd: int, pipes: list[int]) -> None:
+        data = b""
+        async with _reading(fd, pipes) as reader:
+            while chunk := await reader.read(4096):
+                data += chunk
+                line, newline, _ = data.partition(b"\n")
+                if not newline:
+                    continue
+                try:
+                    report = json.loads(line)
+                    verdict = _Verdict(bool(report["ready"]), str(report["detail"]))
+                except (ValueError, KeyError, TypeError):
+                    verdict = _Verdict(False, "the ready check's supervisor answered nonsense")
+                self._decide(verdict.ready, verdict.detail)
+                return
+
+    async def _stays_up(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._decide(True, f"still running after {seconds:g}s")
+
+    def _decide(self, ready: bool, detail: str) -> None:
+        if self.verdict is not None:
+            return
+        if not self.stop.is_set():
+            self.verdict = _Verdict(ready, detail)
+            self._stop("ready")
+        elif self.reason == "exited":
+            # The program ended on its own just before the verdict came: it still says why.
+            self.verdict = _Verdict(ready, detail)
+
+    async def _watch_workspace(self) -> None:
+        while True:
+            await asyncio.sleep(WORKSPACE_POLL_SECONDS)
+            if await asyncio.to_thread(self._check_workspace):
+                self._stop("workspace")
+                return
+
+    def _check_workspace(self) -> bool:
+        used, entries = disk_usage(self.spec.workspace, WORKSPACE_MAX_ENTRIES)
+        self.workspace_bytes = max(self.workspace_bytes, used)
+        if used > self.limits.workspace_bytes or entries > WORKSPACE_MAX_ENTRIES:
+            self.workspace_over = True
+        return self.workspace_over
+
+    # ---- the result ----------------------------------------------------------------------
+
+    def _result(
+        self, process: asyncio.subprocess.Process, exited: bool, stats: CgroupStats
+    ) -> RunResult:
+        limits = self.limits
+        code = process.returncode if exited else None
+        wrapper_failed = code == WRAPPER_FAILED and WRAPPER_MARK in self.output.text()
+        if wrapper_failed:
+            raise SandboxUnavailableError(
+                f"the run could not enter its cgroup or limits: {self.output.text().strip()}"
+            )
+        timed_out = self.reason == "timeout"
+        reasons = []
+        if stats.oom_kills:
+            reasons.append(f"memory limit ({limits.memory_bytes // MIB} MiB) reached")
+        if self.workspace_over:
+            reasons.append(
+                f"workspace limit ({limits.workspace_bytes // MIB} MiB) exceeded "
+                f"({self.workspace_bytes // MIB} MiB used)"
+            )
+        if self.output_over:
+            reasons.append(
+                f"output limit ({limits.output_bytes} bytes) exceeded "
+                f"{OUTPUT_KILL_FACTOR} times over"
+            )
+        if stats.forks_refused:
+            reasons.append(
+                f"process limit ({limits.pids}) reached: {stats.forks_refused} forks refused"
+            )
+        killed_reason = "; ".join(reasons)
+        notes = []
+        if killed_reason:
+            notes.append(f"[killed: {killed_reason}]")
+        if timed_out:
+            notes.append(f"[stopped: wall time of {limits.wall_seconds:g}s reached]")
+        text = self.output.text()
+        if notes:
+            text += "\n" + "\n".join(notes) + "\n"
+        ready, detail = self._ready(code, timed_out)
+        return RunResult(
+            exit_code=code,
+            output=text,
+            duration_seconds=time.monotonic() - self.started,
+            timed_out=timed_out,
+            truncated=self.output.truncated,
+            output_bytes_total=self.output.total,
+            ready=ready,
+            ready_detail=detail,
+            killed_reason=killed_reason,
+            peak_memory_bytes=stats.peak_memory_bytes,
+            cpu_seconds=stats.cpu_seconds,
+            first_output_seconds=self.output.first_output_seconds,
+        )
+
+    def _ready(self, code: int | None, timed_out: bool) -> tuple[bool | None, str]:
+        check = self.spec.ready
+        if check is None:
+            return None, ""
+        if self.verdict is not None:
+            return self.verdict.ready, self.verdict.detail
+        if check.kind == "output" and self.text_seen:
+            return True, f"printed {check.text!r}"
+        if timed_out:
+            return False, f"not ready within the wall time of {self.limits.wall_seconds:g}s"
+        if code is not None:
+            return False, f"exited with code {code} before the {check.kind} check passed"
+        return False, f"stopped ({self.reason}) before the {check.kind} check passed"
+
+
+@dataclass
+class _Init:
+    pid: int | None = None
+    fd: int | None = None
+
+
+def disk_usage(root: Path, max_entries: int = WORKSPACE_MAX_ENTRIES) -> tuple[int, int]:
+    """(bytes, entries) a directory tree takes; stops counting entries past `max_entries`."""
+    total = entries = 0
+    pending = [root]
+    while pending and entries <= max_entries:
+        try:
+            with os.scandir(pending.pop()) as scan:
+                found = list(scan)
+        except OSError:
+            continue
+        for entry in found:
+            entries += 1
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += max(info.st_size, info.st_blocks * 512)
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+    return total, entries
+
+
+async def _even_if_cancelled(cleanup: Awaitable[None]) -> None:
+    """Run `cleanup` to its end even when the caller is cancelled meanwhile (the cancellation
+    is passed on once it is done): a cancelled run still leaves nothing behind."""
+    task = asyncio.ensure_future(cleanup)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _wait_empty(cgroup: RunCgroup) -> None:
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while cgroup.pids() and time.monotonic() < deadline:
+        cgroup.kill_all()
+        time.sleep(0.01)
+
+
+def _pipe(pipes: list[int]) -> tuple[int, int]:
+    read, write = os.pipe()
+    pipes += [read, write]
+    return read, write
+
+
+def _data_pipe(text: str, pipes: list[int]) -> int:
+    """A pipe holding `text` (small: it fits the pipe's buffer), for bwrap to read."""
+    read, write = _pipe(pipes)
+    os.write(write, text.encode())
+    _close(write, pipes)
+    return read
+
+
+def _close(fd: int, pipes: list[int]) -> None:
+    if fd in pipes:
+        pipes.remove(fd)
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def _reading(fd: int, pipes: list[int]) -> AsyncIterator[asyncio.StreamReader]:
+    """The read end of a pipe as a stream (the stream owns the descriptor from here on)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    pipes.remove(fd)
+    file = os.fdopen(fd, "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), file
+        )
+    except BaseException:
+        file.close()
+        raise
+    try:
+        yield reader
+    finally:
+        transport.close()
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold anything: the fields follow the last ")".
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+
+
+def _signal(pidfd: int | None, pid: int | None) -> None:
+    with contextlib.suppress(ProcessLookupError, OSError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        elif pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+
+async def _wait_readable(fd: int, seconds: float) -> None:
+    """A pidfd turns readable when its process has ended."""
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
+
+    def done() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(fd, done)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended, seconds)
+    finally:
+        loop.remove_reader(fd)

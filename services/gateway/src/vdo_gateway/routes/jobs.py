@@ -94,16 +94,34 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: Status | None = None,
+    owner: Annotated[
+        str | None,
+        Query(
+            max_length=200, pattern=r"^[^\x00]*$", description="only the jobs this user submitted"
+        ),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[^\x00]*$",
+            description="only jobs whose title or description "
+            "contains this text (case-insensitive)",
+        ),
+    ] = None,
 ) -> JobsPage:
     """Jobs the caller may see (a member: their own), newest first; with `status=queued`, the
     queue in the order its jobs are to run (`queue_position` is each one's place in the whole
-    queue)."""
+    queue). Filters combine."""
     rows, total = readmodels.list_jobs(
         db,
         limit=limit,
         offset=offset,
         status=status.value if status else None,
         submitted_by=principal.jobs_filter,
+        owner=owner,
+        text=q,
     )
     return JobsPage(
         items=[JobPublic.from_row(r) for r in rows], total=total, limit=limit, offset=offset
