@@ -127,6 +127,10 @@ class DomainError(Exception):
     """A command the job's rules refuse (the caller gets a clear message, nothing is written)."""
 
 
+class OverBudgetError(DomainError):
+    """A model call whose worst case is more than what is left of the job's budget."""
+
+
 def step_named(name: str) -> Step:
     """A step by its name (``run_tests``), or the first step of a phase by the phase's name
     (``testing``: ``write_tests``); DomainError for anything else."""
@@ -436,10 +440,15 @@ class Job(Aggregate):
             if phase not in AI_PHASES:
                 raise DomainError(f"routes: {phase!r} is not one of {', '.join(AI_PHASES)}")
             if not 1 <= len(chain) <= 5 or not all(
-                isinstance(r, str) and 0 < len(r) <= 200 and ":" in r for r in chain
+                isinstance(r, str)
+                and 0 < len(r) <= 200
+                and r.partition(":")[0] in MODEL_PROVIDERS
+                and r.partition(":")[2].strip()
+                for r in chain
             ):
                 raise DomainError(
-                    f"routes.{phase} must list 1 to 5 provider:model routes (main, then fallbacks)"
+                    f"routes.{phase} must list 1 to 5 provider:model routes (main, then "
+                    f"fallbacks), each provider one of {', '.join(MODEL_PROVIDERS)}"
                 )
         job_id = job_id or uuid4()
         correlation = correlation_id or str(job_id)
@@ -674,9 +683,10 @@ class Job(Aggregate):
         if key in self.open_calls:
             raise DomainError(f"model call {key} is already open")
         if reserved_usd > self.budget_left_usd + 1e-12:
-            raise DomainError(
-                f"budget exceeded: the call could cost up to ${reserved_usd:.4f} and "
-                f"${max(self.budget_left_usd, 0):.4f} of ${self.budget_usd:.2f} is left"
+            raise OverBudgetError(
+                f"budget exceeded: the call to {provider}:{model} could cost up to "
+                f"${reserved_usd:.4f} and ${max(self.budget_left_usd, 0):.4f} of the job's "
+                f"${self.budget_usd:g} is left"
             )
         self.trigger_event(
             self.ModelCallStarted,
@@ -832,6 +842,8 @@ class Job(Aggregate):
 
 
 AI_PHASES = ("planner", "builder", "tester", "reviewer")
+# The providers a model route may name (``provider:model``).
+MODEL_PROVIDERS = ("anthropic", "openai", "google", "scripted")
 CALL_OUTCOMES = ("ok", "error", "refused", "interrupted")
 
 

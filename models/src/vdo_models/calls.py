@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdo_kernel import logs
-from vdo_kernel.domain import Job, call_key
+from vdo_kernel.domain import Job, OverBudgetError, call_key
 from vdo_kernel.steps import StepContext, StepFailure
 from vdo_kernel.store import JobStore
 from vdo_models.interface import (
@@ -188,12 +188,6 @@ class _Tries:
                 f"daily budget exceeded: the call to {route} could cost up to ${reserved:.4f} "
                 f"and ${max(cap - spent_today, 0):.4f} of the daily ${cap:.2f} is left"
             )
-        if reserved > ctx.job.budget_left_usd:
-            raise BudgetExceededError(
-                f"budget exceeded: the call to {route} could cost up to ${reserved:.4f} and "
-                f"${max(ctx.job.budget_left_usd, 0):.4f} of the job's ${ctx.job.budget_usd:.2f} "
-                "is left"
-            )
         name = call_key(ctx.job.id, ctx.due.step.value, ctx.due.attempt, self.call)
         number = ctx.job.tries.get(name, 0) + 1
         keys: list[str] = []
@@ -213,7 +207,11 @@ class _Tries:
                 )
             )
 
-        await ctx.record(start)
+        try:
+            # The job's rules hold the budget: a call over what is left is refused there.
+            await ctx.record(start)
+        except OverBudgetError as refused:
+            raise BudgetExceededError(str(refused)) from None
         self.key = keys[-1]
         self.started = time.monotonic()
         ctx.emit("model", f"[{owner.phase}] calling {route} (try {number})\n")

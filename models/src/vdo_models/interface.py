@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from vdo_kernel.domain import MODEL_PROVIDERS
+
 JSONSchema = dict[str, Any]
 
-PROVIDERS = ("anthropic", "openai", "google", "scripted")
+PROVIDERS = MODEL_PROVIDERS
 
 # Called with each piece of reply text as the provider streams it.
 TextSink = Callable[[str], Awaitable[None]]

@@ -18,6 +18,7 @@ from vdo_kernel.domain import (
     DEFAULT_PRIORITY,
     DESCRIPTION_MAX,
     MAX_ATTEMPTS_LIMIT,
+    MODEL_PROVIDERS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     STATUS_LABELS,
@@ -42,7 +43,7 @@ from vdo_kernel.readmodels import (
 from vdo_kernel.store import StoredJobEvent
 
 # The providers a route may name; "gemini" is taken as google's other name.
-PROVIDERS: Final = ("anthropic", "openai", "google", "scripted")
+PROVIDERS: Final = MODEL_PROVIDERS
 PROVIDER_ALIASES: Final = {"gemini": "google"}
 ROUTES_PER_PHASE_MAX: Final = 5
 ROUTE_MAX: Final = 200
