@@ -236,8 +236,7 @@ def test_faults_are_retried_or_fall_back_and_each_shows_in_the_history(
     events = ai_stack.wait_for(job_id, timeout=180)
     assert events[-1]["type"] == "JobCompleted", events[-1]["data"]
     planner = [c for c in calls(events) if c["step"] == "plan"]
-    assert [c["outcome"] for c in planner] == ["error", "error", "error", "ok"][: len(planner)]
-    assert len(planner) == 4
+    assert [c["outcome"] for c in planner] == ["error", "error", "error", "ok"]
     assert "429" in planner[0]["error"]
     assert "rate_limited" in planner[0]["error"]
     assert "500" in planner[1]["error"]
@@ -297,17 +296,27 @@ def test_a_hostile_reply_is_refused_and_nothing_is_written(
         return responder(provider, model, body)
 
     fake.set_responder(hostile)
-    home = ai_stack.stack.home
-    before = {p for p in home.rglob("*") if p.is_file()}
+    blobs = ai_stack.stack.settings.blobs_dir
+    before = {p for p in blobs.rglob("*") if p.is_file()}
     job_id = ai_stack.submit(f"wc hostile {case}", "a command-line word-count tool", max_attempts=1)
     events = ai_stack.wait_for(job_id, timeout=120)
     assert events[-1]["type"] == "JobFailed"
     assert "refused the builder's files, nothing was written" in events[-1]["data"]["reason"]
     assert not any(e["type"] == "StepFinished" and e["data"]["step"] == "build" for e in events)
     assert not Path("/etc/cron.d/evil").exists()
-    written = {p for p in home.rglob("*") if p.is_file()} - before
-    # Only the model's reply itself was kept (as the call's record); no file of it was stored.
-    assert not any(p.name in ("passwd", "evil", "big.py") for p in written)
+    written = {p.parent.name + p.name for p in blobs.rglob("*") if p.is_file()} - {
+        p.parent.name + p.name for p in before
+    }
+    # What was kept is what the history names (the plan, each model's reply as the call's
+    # record), and nothing else: no file of the refused reply was stored.
+    named = {e["data"]["reply"] for e in events if e["type"] == "ModelCallFinished"} | {
+        digest
+        for e in events
+        if e["type"] == "StepFinished"
+        for digest in e["data"]["artifacts"].values()
+    }
+    assert written
+    assert written <= named, written - named
 
 
 def test_no_trace_of_the_keys_in_the_store_blobs_or_logs(
