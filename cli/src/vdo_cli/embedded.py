@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 
+from vdo_kernel.hostfs import allow_traverse
+
 PG_SYSTEM_USER = "vdo-postgres"
 DATABASE = "vdo"
 
@@ -184,7 +186,7 @@ class EmbeddedPostgres:
         user = self._run_as()
         if user is not None:
             entry = pwd.getpwnam(user)
-            _allow_traverse(self.data_dir)
+            allow_traverse(self.data_dir)
             _allow_read_exec(postgres_bin_dir().parent)
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
             if self.pgdata.exists():
@@ -337,16 +339,8 @@ def _terminate(
         process.wait()
 
 
-def _allow_traverse(path: Path) -> None:
-    """Let the PostgreSQL user reach its data directory through every parent."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
 def _allow_read_exec(root: Path) -> None:
-    _allow_traverse(root)
+    allow_traverse(root)
     if (root / "bin" / "postgres").stat().st_mode & stat.S_IXOTH:
         return
     for dirpath, _dirnames, filenames in os.walk(root):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import vdo_sandbox
+from vdo_kernel.hostfs import allow_traverse
 from vdo_sandbox.backend import (
     MIB,
     Backend,
@@ -36,7 +37,6 @@ from vdo_sandbox.bubblewrap import (
     _inside,
     _membership,
     _Output,
-    allow_traverse,
 )
 
 LIMITS = Limits(wall_seconds=30.0, memory_bytes=256 * MIB, pids=64, output_bytes=1 * MIB)

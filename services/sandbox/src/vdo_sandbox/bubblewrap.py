@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from vdo_kernel.hostfs import allow_traverse
 from vdo_sandbox.backend import (
     MIB,
     Limits,
@@ -201,15 +202,6 @@ def setpriv_binary() -> str:
             f"as the unprivileged uid {HOST_UID} through it, never as root"
         )
     return found
-
-
-def allow_traverse(directory: Path) -> None:
-    """Let any user pass through `directory` and every directory above it: the execute bit for
-    others is added where it is missing; read permission (listing) is never given."""
-    for path in (directory, *directory.parents):
-        mode = path.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 def hand_over(workspace: Path, uid: int, gid: int) -> None:
