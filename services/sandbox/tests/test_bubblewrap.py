@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import vdo_sandbox
+from vdo_kernel import hostfs
 from vdo_kernel.hostfs import allow_traverse
 from vdo_sandbox.backend import (
     MIB,
@@ -355,6 +356,11 @@ async def test_a_service_that_is_not_root_runs_bubblewrap_as_itself(tmp_path: Pa
         source / "vdo_sandbox",
         ignore=shutil.ignore_patterns("__pycache__"),
     )
+    # The one kernel module the backend needs (the rest of the kernel needs installed packages).
+    kernel = Path(hostfs.__file__).parent
+    (source / "vdo_kernel").mkdir()
+    for name in ("__init__.py", "hostfs.py"):
+        shutil.copy(kernel / name, source / "vdo_kernel" / name)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     script = """
