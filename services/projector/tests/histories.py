@@ -47,7 +47,11 @@ AWKWARD_DETAILS: list[dict[str, Any]] = [
 ROUTES = [
     {},
     {"planner": ["anthropic:claude-sonnet-4-5", "openai:gpt-4.1"], "reviewer": ["google:x"]},
-    {"builder": ["scripted:demo"], "tester": ["openai:gpt-4.1", "é:ü", "a:b", "c:d", "e:f"]},
+    # Five routes (the most a phase may have), one with a model name that is not ASCII.
+    {
+        "builder": ["scripted:demo"],
+        "tester": ["openai:gpt-4.1", "google:é ü", "anthropic:b", "scripted:d", "openai:f"],
+    },
 ]
 PROVIDERS = [("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4.1"), ("google", "é 🚀")]
 # Costs whose sums are not exact in binary, an integer (as JSON may hold it), and tiny ones.
