@@ -69,6 +69,7 @@ class ServiceProcess:
     started_at: float = 0.0
     crashes_in_a_row: int = 0
     next_start: float = 0.0
+    keep_down: bool = False  # killed on purpose, not to be restarted
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -303,6 +304,8 @@ class Stack:
                     self._check(proc)
 
     def _check(self, proc: ServiceProcess) -> None:
+        if proc.keep_down:
+            return
         if proc.popen is None:
             if time.monotonic() >= proc.next_start:
                 self._spawn(proc)
@@ -373,15 +376,18 @@ class Stack:
 
     # ---- for tests and operators ----------------------------------------------------
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        """Send a signal to one service's process (the supervisor restarts it), `planner` or a
-        further replica's `planner.2`; returns the old pid."""
+    def kill(self, name: str, sig: int = signal.SIGKILL, *, restart: bool = True) -> int:
+        """Send a signal to one service's process, `planner` or a further replica's
+        `planner.2`; the supervisor restarts it unless `restart` is false. Returns its pid."""
         with self._lock:
             proc = self.procs[name]
             if proc.popen is None:
                 raise RuntimeError(f"{name} is not running")
             pid = proc.popen.pid
+            proc.keep_down = not restart
             proc.popen.send_signal(sig)
+            if not restart:
+                proc.popen.wait()
             return pid
 
     def pid(self, name: str) -> int | None:
