@@ -73,17 +73,23 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
+    last_error: list[Exception] = []
+
     async def on_error(error: Exception) -> None:
+        last_error[:] = [error]
         log.debug("nats error", error=str(error))
 
-    deadline = asyncio.get_running_loop().time() + connect_timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_timeout
     delay = 0.1
     while True:
         # The client is made here, not inside `nats.connect`, so that a connect cut short
         # (cancelled at shutdown, or failed) can still close its socket.
         nc = Client()
         try:
-            await nc.connect(
+            # The client would try its servers for ever (it reconnects without end, and
+            # counts a first connect as a reconnect), so the wait is bounded here.
+            connecting = nc.connect(
                 servers,
                 name=name,
                 allow_reconnect=True,
@@ -95,6 +101,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
             )
+            await asyncio.wait_for(connecting, timeout=max(deadline - loop.time(), 0.5))
             client.append(nc)
             return nc
         except BaseException as error:
@@ -102,9 +109,12 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
                 await nc.close()
             if not isinstance(error, Exception):
                 raise
-            if asyncio.get_running_loop().time() > deadline:
+            if loop.time() >= deadline:
                 where = ", ".join(without_credentials(server) for server in servers)
-                raise RuntimeError(f"cannot reach NATS at {where}: {error}") from error
+                reason = last_error[0] if last_error and isinstance(error, TimeoutError) else error
+                raise RuntimeError(
+                    f"cannot reach NATS at {where} in {connect_timeout:g}s: {reason}"
+                ) from error
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

@@ -71,7 +71,8 @@ class Subscription:
         log.info("consuming", consumer=self.durable, subjects=self.filter_subjects)
         try:
             while not stop.is_set():
-                await self._slots.acquire()
+                if not await self._free_slot(stop):
+                    break
                 try:
                     # One message per fetch: a batch fetch that long-polls waits for the batch
                     # to fill (up to its timeout) once the first message arrives, which
@@ -98,6 +99,27 @@ class Subscription:
             await self._finish_in_hand()
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
+
+    async def _free_slot(self, stop: asyncio.Event) -> bool:
+        """Wait for room for one more message; False when stopping first (with every slot
+        busy, a shutdown must not wait for a slot to free up)."""
+        acquiring = asyncio.ensure_future(self._slots.acquire())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if acquiring.done() and not acquiring.cancelled():
+            if stop.is_set():
+                self._slots.release()
+                return False
+            return True
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquiring
+        if acquiring.done() and not acquiring.cancelled():
+            self._slots.release()  # acquired as it was being cancelled
+        return False
 
     async def _finish_in_hand(self) -> None:
         """Let the messages in hand finish, for `shutdown_grace` seconds at most; stop the rest,
