@@ -55,9 +55,8 @@ COPY services/ services/
 # The workspace members the service needs, as ordinary (non-editable) installs.
 RUN /opt/uv/bin/uv pip install --python /opt/vdo/bin/python --no-deps \
         $(service-package.sh members "${SERVICE}") \
-    && printf '#!/bin/sh\nexec /opt/vdo/bin/python -m %s "$@"\n' \
-        "$(service-package.sh module "${SERVICE}")" > /opt/vdo/bin/vdo-service \
-    && chmod 0755 /opt/vdo/bin/vdo-service
+    && service-package.sh module "${SERVICE}" > /opt/vdo/service-module
+COPY deploy/docker/entrypoint.sh /opt/vdo/bin/vdo-service
 # uv resolves a generated project's dependencies (as wheels only, outside the sandbox).
 RUN /opt/uv/bin/uv pip install --python /opt/vdo/bin/python "uv==${UV_VERSION}"
 
