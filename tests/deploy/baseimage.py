@@ -83,4 +83,3 @@ def build_base_image(client: Any, *, tag: str = BASE_TAG) -> None:
         if "error" in str(response).lower():
             raise RuntimeError(f"importing {tag} failed: {response}")
     print(f"built {tag} in {time.monotonic() - started:.0f}s")
-

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # (no stubs in the environment)
 
 from vdo_cli.stack import AI_SERVICES, SERVICE_MODULES
 from vdo_kernel.settings import Settings
@@ -23,7 +23,7 @@ PENDING_SETTINGS = frozenset({"VDO_STREAM_REPLICAS", "VDO_DASHBOARD_DIR"})
 _FILE_SUFFIX = "_FILE"  # deploy/docker/entrypoint.sh reads NAME from the file NAME_FILE names
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
     """PyYAML's safe loader, with compose's `!reset` and `!override` merge tags."""
 
 
@@ -32,7 +32,7 @@ def _tagged(loader: _Loader, node: yaml.Node) -> Any:
         return loader.construct_sequence(node, deep=True)
     if isinstance(node, yaml.MappingNode):
         return loader.construct_mapping(node, deep=True)
-    return loader.construct_scalar(node)  # type: ignore[arg-type]
+    return loader.construct_scalar(node)
 
 
 _Loader.add_constructor("!reset", _tagged)
@@ -40,11 +40,11 @@ _Loader.add_constructor("!override", _tagged)
 
 
 def load_yaml(path: Path) -> Any:
-    return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a safe loader
+    return yaml.load(path.read_text(), Loader=_Loader)
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.load_all(path.read_text(), Loader=_Loader) if doc]  # noqa: S506
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=_Loader) if doc]
 
 
 def known_settings() -> frozenset[str]:
@@ -65,9 +65,7 @@ def setting_name(variable: str) -> str:
 
 def unknown_settings(variables: list[str]) -> list[str]:
     known = known_settings() | PENDING_SETTINGS
-    return sorted(
-        v for v in variables if v.startswith("VDO_") and setting_name(v) not in known
-    )
+    return sorted(v for v in variables if v.startswith("VDO_") and setting_name(v) not in known)
 
 
 def module_exists(module: str) -> bool:

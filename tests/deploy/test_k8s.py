@@ -7,8 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.deploy.layout import (
+    AI,
+    K8S,
+    PROVIDER_KEYS,
+    SERVICES,
+    load_all,
+    load_yaml,
+    unknown_settings,
+)
 
-from tests.deploy.layout import AI, K8S, PROVIDER_KEYS, SERVICES, load_all, load_yaml, unknown_settings
 from vdo_kernel.domain import Step
 from vdo_kernel.subjects import STREAM, step_consumer
 
@@ -61,12 +69,15 @@ def test_a_deployment_per_service() -> None:
         labels = spec["template"]["metadata"]["labels"]
         assert spec["selector"]["matchLabels"].items() <= labels.items(), name
         (container,) = spec["template"]["spec"]["containers"]
-        assert container["image"] == f"vdo-{name}" and container["image"] in images
+        assert container["image"] == f"vdo-{name}"
+        assert container["image"] in images
         resources = container["resources"]
         assert set(resources["requests"]) == {"cpu", "memory"} == set(resources["limits"])
-        assert "readinessProbe" in container and "livenessProbe" in container, name
+        assert "readinessProbe" in container, name
+        assert "livenessProbe" in container, name
         security = container["securityContext"]
-        assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+        assert security["runAsNonRoot"] is True
+        assert security["runAsUser"] == 10001
         assert security["allowPrivilegeEscalation"] is False
         assert security["readOnlyRootFilesystem"] is True
         assert security["capabilities"]["drop"] == ["ALL"]
@@ -137,7 +148,8 @@ def test_each_phase_scales_on_its_consumers_lag() -> None:
     for name, steps in STEPS.items():
         spec = scaled[name]["spec"]
         target = spec["scaleTargetRef"]
-        assert target["kind"] == "Deployment" and target["name"] in _of("Deployment")
+        assert target["kind"] == "Deployment"
+        assert target["name"] in _of("Deployment")
         assert spec["minReplicaCount"] >= 1
         consumers = []
         for trigger in spec["triggers"]:
@@ -163,9 +175,7 @@ def test_nats_cluster_is_three_nodes_with_sync_always() -> None:
     config = _of("ConfigMap", NATS)["nats-config"]["data"]["nats.conf"]
     assert "sync_interval: always" in config
     routes = [line.strip() for line in config.splitlines() if "nats-route://" in line]
-    assert routes == [
-        f"nats-route://nats-{i}.nats.vdo.svc.cluster.local:6222" for i in range(3)
-    ]
+    assert routes == [f"nats-route://nats-{i}.nats.vdo.svc.cluster.local:6222" for i in range(3)]
     base_config = _of("ConfigMap")["vdo-config"]["data"]
     assert base_config["VDO_STREAM_REPLICAS"] == "3"
     assert base_config["VDO_NATS_URL"].split(",") == [
@@ -173,19 +183,28 @@ def test_nats_cluster_is_three_nodes_with_sync_always() -> None:
     ]
 
 
+def _selects(
+    wanted: dict[str, str], expressions: list[dict[str, Any]], labels: dict[str, str]
+) -> bool:
+    if not wanted.items() <= labels.items():
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in expressions)
+
+
 def test_network_policies_select_pods_that_exist() -> None:
-    pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in ALL if d["kind"] in {"Deployment", "StatefulSet"}]
+    pod_labels = [
+        d["spec"]["template"]["metadata"]["labels"]
+        for d in ALL
+        if d["kind"] in {"Deployment", "StatefulSet"}
+    ]
     for name, policy in _of("NetworkPolicy").items():
         selector = policy["spec"]["podSelector"]
         wanted = selector.get("matchLabels", {})
         expressions = selector.get("matchExpressions", [])
 
-        def selects(labels: dict[str, str]) -> bool:
-            if not wanted.items() <= labels.items():
-                return False
-            return all(labels.get(e["key"]) in e["values"] for e in expressions)
-
-        assert any(selects(labels) for labels in pod_labels), f"{name} selects no pod"
+        assert any(_selects(wanted, expressions, labels) for labels in pod_labels), (
+            f"{name} selects no pod"
+        )
 
 
 @pytest.mark.parametrize("name", ["sandbox"])

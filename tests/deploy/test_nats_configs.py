@@ -18,7 +18,6 @@ from typing import Any
 import nats
 import pytest
 from nats.js.api import StorageType, StreamConfig
-
 from tests.deploy.layout import DEPLOY
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -60,7 +59,7 @@ def _node_config(text: str, name: str, ports: dict[str, dict[str, int]], store: 
 
 
 def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=2) as response:
         data = json.load(response)
     assert isinstance(data, dict)
     return data
@@ -72,7 +71,9 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, dict[str, int]]]:
     names = ["nats-1", "nats-2", "nats-3"]
     for name in names:
         assert f"nats-route://{name}:6222" in text
-    ports = {n: {"client": _free_port(), "http": _free_port(), "cluster": _free_port()} for n in names}
+    ports = {
+        n: {"client": _free_port(), "http": _free_port(), "cluster": _free_port()} for n in names
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for name in names:
@@ -106,7 +107,10 @@ def test_three_nodes_form_a_cluster_and_keep_an_r3_stream(
     routes: dict[str, int] = {}
     while time.monotonic() < deadline:
         try:
-            routes = {n: _get(f"http://127.0.0.1:{p['http']}/routez")["num_routes"] for n, p in cluster.items()}
+            routes = {
+                n: _get(f"http://127.0.0.1:{p['http']}/routez")["num_routes"]
+                for n, p in cluster.items()
+            }
             meta = _get(f"http://127.0.0.1:{cluster['nats-1']['http']}/jsz")["meta_cluster"]
             if all(count >= 2 for count in routes.values()) and meta.get("leader"):
                 break
