@@ -24,7 +24,7 @@ TIMEOUT = 3.0
 def http() -> bool:
     port = os.environ.get("VDO_PORT", "8000")
     url = f"http://127.0.0.1:{port}/api/health"
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 - fixed URL
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         return bool(response.status == 200)
 
 
