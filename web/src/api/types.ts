@@ -1,0 +1,40 @@
+// The API's shapes, named: every one comes from the schema the gateway publishes, so a field
+// the gateway renames or drops breaks the build here rather than the page.
+import type { components } from "./schema";
+
+type Schemas = components["schemas"];
+export type Job = Schemas["JobPublic"];
+export type JobDetail = Schemas["JobDetail"];
+export type JobsPage = Schemas["JobsPage"];
+export type JobCreate = Schemas["JobCreate"];
+export type Step = Schemas["StepPublic"];
+export type JobEvent = Schemas["EventPublic"];
+export type ModelCall = Schemas["ModelCallPublic"];
+export type ArtifactTree = Schemas["ArtifactTree"];
+export type ArtifactFile = Schemas["ArtifactFile"];
+export type AttemptsDiff = Schemas["AttemptsDiff"];
+export type FileDiff = Schemas["FileDiffPublic"];
+export type LogLine = Schemas["LogLinePublic"];
+export type Plan = Schemas["PlanPublic"];
+export type Stats = Schemas["StatsPublic"];
+export type Template = Schemas["TemplatePublic"];
+export type User = Schemas["UserPublic"];
+export type Token = Schemas["TokenPublic"];
+export type TokenCreated = Schemas["TokenCreated"];
+export type Me = Schemas["MePublic"];
+export type Status = Job["status"];
+export type Role = Me["role"];
+
+/** What `GET /api/admin/providers` answers (admins): which model providers have a key, and the
+ * routes each phase uses. Older gateways lack the endpoint; the page then says so. */
+export interface ProvidersReport {
+  providers: { name: string; configured: boolean; key_source: string | null }[];
+  phases: { phase: string; routes: string[]; scripted: boolean }[];
+  reported_at: string | null;
+}
+
+export const PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"] as const;
+export type Phase = (typeof PHASES)[number];
+export const AI_PHASES = ["planner", "builder", "tester", "reviewer"] as const;
+export type AiPhase = (typeof AI_PHASES)[number];
+export const STATUSES: Status[] = ["queued", "running", "completed", "failed", "cancelled"];
