@@ -37,7 +37,7 @@ export function LogView({ lines }: { lines: ViewLine[] }) {
     <div>
       <div className="mb-2 flex flex-wrap items-center gap-2">
         <label className="text-sm font-medium text-slate-800" htmlFor="log-phase">
-          Phase
+          Show phase
         </label>
         <select id="log-phase" className="input w-auto py-1" value={phase} onChange={(e) => setPhase(e.target.value)}>
           <option value="all">all phases</option>
