@@ -306,7 +306,7 @@ function Overview({ id, runs, detail, now }: { id: string; runs: StepRun[]; deta
         </p>
       </Card>
       {attempts.map((attempt) => (
-        <AttemptCard key={attempt} attempt={attempt} runs={runs.filter((r) => r.attempt === attempt)} now={now} />
+        <AttemptCard key={attempt} attempt={attempt} runs={runs.filter((r) => r.attempt === attempt)} now={now} last={attempt === attempts[0]} />
       ))}
     </div>
   );
@@ -323,7 +323,8 @@ const OUTCOME: Record<string, string> = {
   changes_requested: "text-amber-800",
 };
 
-function AttemptCard({ attempt, runs, now }: { attempt: number; runs: StepRun[]; now: number }) {
+function AttemptCard({ attempt, runs, now, last }: { attempt: number; runs: StepRun[]; now: number; last: boolean }) {
+  const notYet = (what: string) => (last ? `Not ${what} yet.` : `Not reached: attempt ${attempt} was sent back before.`);
   const tests = runs.find((r) => r.step === "run_tests");
   const review = runs.find((r) => r.step === "review");
   const sandbox = runs.find((r) => r.step === "sandbox_run");
@@ -352,10 +353,10 @@ function AttemptCard({ attempt, runs, now }: { attempt: number; runs: StepRun[];
                 {String(tests.details.passed ?? "?")} passed, {String(tests.details.failed ?? "?")} failed
                 {tests.details.errors ? `, ${String(tests.details.errors)} errors` : ""} of {String(tests.details.total ?? "?")}
               </p>
-              <p className="mt-1 whitespace-pre-wrap text-xs text-slate-700">{tests.summary}</p>
+              <pre className="mt-1 max-h-48 overflow-auto whitespace-pre-wrap rounded bg-slate-50 p-2 text-xs text-slate-800">{tests.summary}</pre>
             </div>
           ) : (
-            <p className="text-sm text-slate-600">Not run yet.</p>
+            <p className="text-sm text-slate-600">{notYet("run")}</p>
           )}
           <h3 className="mb-1 mt-3 text-sm font-semibold">Review</h3>
           {review?.finishedAt ? (
@@ -372,7 +373,7 @@ function AttemptCard({ attempt, runs, now }: { attempt: number; runs: StepRun[];
               )}
             </div>
           ) : (
-            <p className="text-sm text-slate-600">Not reviewed yet.</p>
+            <p className="text-sm text-slate-600">{notYet("reviewed")}</p>
           )}
         </div>
         <div>
@@ -395,7 +396,7 @@ function AttemptCard({ attempt, runs, now }: { attempt: number; runs: StepRun[];
               <dd className="break-all font-mono">{Array.isArray(sandbox.details.command) ? sandbox.details.command.join(" ") : "–"}</dd>
             </dl>
           ) : (
-            <p className="text-sm text-slate-600">Not started in the sandbox yet.</p>
+            <p className="text-sm text-slate-600">{notYet("started in the sandbox")}</p>
           )}
         </div>
       </div>
