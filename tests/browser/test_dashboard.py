@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, ViewportSize, expect
 from tests.browser.conftest import ROOT
 from tests.harness import WORD_COUNT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"]
 # Records every phase state the timeline shows, as it changes (without a reload, the record
 # stays: a reload would empty it).
