@@ -125,6 +125,7 @@ def start_stack(
     database_url: str | None,
     *,
     environ: dict[str, str] | None = None,
+    replicas: dict[str, int] | None = None,
     **settings: Any,
 ) -> RunningStack:
     log: list[str] = []
@@ -147,6 +148,7 @@ def start_stack(
         durable=False,
         echo=log.append,
         environ=clean_environment() if environ is None else environ,
+        replicas=replicas,
     )
     running = RunningStack(stack=stack, log=log)
     try:

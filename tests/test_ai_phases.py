@@ -358,3 +358,30 @@ def _database_text(url: str) -> str:
                 )
                 parts += [str(r[0]) for r in conn.execute(query).fetchall()]
     return "\n".join(parts)
+
+
+def test_the_api_shows_which_providers_each_phase_has_but_never_a_key(
+    ai_stack: RunningStack,
+) -> None:
+    with ai_stack.api() as api:
+        response = api.get("/api/admin/providers")
+    assert response.status_code == 200, response.text
+    assert KEY not in response.text
+    body = response.json()
+    providers = {p["name"]: p for p in body["providers"]}
+    assert set(providers) == {"anthropic", "openai", "google"}
+    assert providers["anthropic"]["configured"]
+    assert providers["anthropic"]["key_source"] == "ANTHROPIC_API_KEY"
+    assert providers["anthropic"]["base_url"].startswith("http://127.0.0.1:")
+    assert sorted(providers["openai"]["phases"]) == ["builder", "planner", "reviewer", "tester"]
+    routes = {p["phase"]: p["routes"] for p in body["phases"]}
+    assert routes["planner"][0] == "anthropic:claude-sonnet-4-6"
+    assert routes["tester"][0] == "google:gemini-2.5-flash"
+    assert not body["scripted"]
+    assert all(p["reported_at"] for p in body["phases"])
+    # A member may not see the deployment's configuration.
+    with ai_stack.api() as api:
+        api.post("/api/users", json={"name": "mia", "role": "member"})
+        token = api.post("/api/tokens", json={"user": "mia"}).json()["token"]
+    with ai_stack.api(token) as api:
+        assert api.get("/api/admin/providers").status_code == 403

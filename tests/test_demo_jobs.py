@@ -73,3 +73,12 @@ def test_a_job_that_is_not_a_demo_fails_clearly_without_a_model(demo_stack: Runn
     events = demo_stack.wait_for(job_id, timeout=60)
     assert events[-1]["type"] == "JobFailed"
     assert "no model configured" in events[-1]["data"]["reason"]
+
+
+def test_the_api_says_every_phase_runs_on_the_scripted_model(demo_stack: RunningStack) -> None:
+    with demo_stack.api() as api:
+        body = api.get("/api/admin/providers").json()
+    assert body["scripted"]
+    assert not any(p["configured"] for p in body["providers"])
+    assert {p["phase"] for p in body["phases"]} == {"planner", "builder", "tester", "reviewer"}
+    assert all(p["scripted"] and p["reported_at"] for p in body["phases"])

@@ -199,17 +199,17 @@ def _ensure_stream(settings: Settings) -> str:
     async def ensure() -> None:
         import nats
 
-        from vdo_kernel.bus import ensure_stream
+        from vdo_kernel.bus import ensure_stream, server_urls
 
         nc = await nats.connect(
-            servers=[url],
+            servers=server_urls(url),
             name="vdo-restore",
             connect_timeout=NATS_CONNECT_SECONDS,
             allow_reconnect=False,
             max_reconnect_attempts=0,
         )
         try:
-            await ensure_stream(nc.jetstream())
+            await ensure_stream(nc.jetstream(), replicas=settings.stream_replicas)
         finally:
             await nc.close()
 

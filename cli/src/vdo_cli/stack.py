@@ -61,13 +61,15 @@ def _echo_stdout(line: str) -> None:
 
 @dataclass
 class ServiceProcess:
-    name: str
+    name: str  # the service's name, with its replica's number after a dot from the second on
+    service: str
     command: list[str]
     popen: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
     crashes_in_a_row: int = 0
     next_start: float = 0.0
+    keep_down: bool = False  # killed on purpose, not to be restarted
     readers: list[threading.Thread] = field(default_factory=list)
 
 
@@ -80,10 +82,15 @@ class Stack:
         durable: bool = True,
         echo: Echo | None = _echo_stdout,
         environ: Mapping[str, str] | None = None,
+        replicas: Mapping[str, int] | None = None,
     ) -> None:
-        unknown = set(services) - set(SERVICE_MODULES)
+        unknown = (set(services) | set(replicas or {})) - set(SERVICE_MODULES)
         if unknown:
             raise ValueError(f"unknown services: {', '.join(sorted(unknown))}")
+        # How many processes of each service to run (1 unless given): replicas share the work.
+        self.replicas = {name: max(1, (replicas or {}).get(name, 1)) for name in SERVICE_MODULES}
+        if self.replicas["gateway"] > 1:
+            raise ValueError("one gateway per stack: its replicas would share one port")
         self.settings = settings
         self.services = [s for s in SERVICE_MODULES if s in services]
         self.durable = durable
@@ -163,10 +170,13 @@ class Stack:
                     indent=2,
                 )
             )
-        for name in self.services:
-            proc = ServiceProcess(name, [sys.executable, "-m", SERVICE_MODULES[name]])
-            self.procs[name] = proc
-            self._spawn(proc)
+        for service in self.services:
+            for replica in range(1, self.replicas[service] + 1):
+                name = service if replica == 1 else f"{service}.{replica}"
+                command = [sys.executable, "-m", SERVICE_MODULES[service]]
+                proc = ServiceProcess(name, service, command)
+                self.procs[name] = proc
+                self._spawn(proc)
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._supervisor.start()
         if wait_healthy and "gateway" in self.services:
@@ -183,7 +193,7 @@ class Stack:
         async def stream() -> None:
             nc = await connect(self.nats_url, name="vdo-stack", connect_timeout=20)
             try:
-                await ensure_stream(nc.jetstream())
+                await ensure_stream(nc.jetstream(), replicas=self.settings.stream_replicas)
             finally:
                 await nc.close()
 
@@ -266,7 +276,7 @@ class Stack:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self._env(proc.name),
+            env=self._env(proc.service),
             # Own session: Ctrl-C reaches only the supervisor, which stops services in order.
             start_new_session=True,
             preexec_fn=die_with_parent,
@@ -294,6 +304,8 @@ class Stack:
                     self._check(proc)
 
     def _check(self, proc: ServiceProcess) -> None:
+        if proc.keep_down:
+            return
         if proc.popen is None:
             if time.monotonic() >= proc.next_start:
                 self._spawn(proc)
@@ -364,14 +376,18 @@ class Stack:
 
     # ---- for tests and operators ----------------------------------------------------
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
-        """Send a signal to one service (the supervisor restarts it); returns the old pid."""
+    def kill(self, name: str, sig: int = signal.SIGKILL, *, restart: bool = True) -> int:
+        """Send a signal to one service's process, `planner` or a further replica's
+        `planner.2`; the supervisor restarts it unless `restart` is false. Returns its pid."""
         with self._lock:
             proc = self.procs[name]
             if proc.popen is None:
                 raise RuntimeError(f"{name} is not running")
             pid = proc.popen.pid
+            proc.keep_down = not restart
             proc.popen.send_signal(sig)
+            if not restart:
+                proc.popen.wait()
             return pid
 
     def pid(self, name: str) -> int | None:

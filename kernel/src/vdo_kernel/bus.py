@@ -7,6 +7,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 from nats.aio.client import Client
@@ -38,9 +39,29 @@ log = logs.get(__name__)
 DUPLICATE_WINDOW_SECONDS = 300.0
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers a NATS URL names: one, or a cluster's, comma-separated."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("no NATS server given")
+    return servers
+
+
+def without_credentials(server: str) -> str:
+    """A server's URL fit for a log line: a user and password (or token) in it left out."""
+    parts = urlsplit(server)
+    if "@" not in parts.netloc:
+        return server
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Client:
-    """Connect, retrying until the server answers (it may still be starting), then keep
-    reconnecting for ever: a restarted server is picked up again without a restart of ours."""
+    """Connect, retrying until a server answers (it may still be starting), then keep
+    reconnecting for ever: a restarted server is picked up again without a restart of ours.
+
+    `url` may name several servers of a cluster, comma-separated: the client connects to one,
+    learns the others from it, and moves to another when its server goes away."""
+    servers = server_urls(url)
 
     client: list[Client] = []
 
@@ -63,7 +84,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
         nc = Client()
         try:
             await nc.connect(
-                url,
+                servers,
                 name=name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -82,12 +103,15 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
             if not isinstance(error, Exception):
                 raise
             if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"cannot reach NATS at {url}: {error}") from error
+                where = ", ".join(without_credentials(server) for server in servers)
+                raise RuntimeError(f"cannot reach NATS at {where}: {error}") from error
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
+async def ensure_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create the event stream, or bring an existing one up to this configuration; `replicas`
+    is how many servers of a cluster keep it (and its consumers, which follow the stream)."""
     config = StreamConfig(
         name=STREAM,
         subjects=list(STREAM_SUBJECTS),
@@ -96,6 +120,7 @@ async def ensure_stream(js: JetStreamContext) -> None:
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         max_msg_size=4 * 1024 * 1024,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config)

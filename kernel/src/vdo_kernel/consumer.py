@@ -4,6 +4,9 @@ Each message is handed to the service's handler; while it works, the message is 
 with `in_progress` so JetStream does not give it to another replica. Success acknowledges it;
 an exception hands it back with a delay, to be redelivered (handlers are idempotent through
 tracking records, so a redelivery after a crash or a lost ack changes nothing twice).
+
+At shutdown no new message is taken; the ones in hand get `shutdown_grace` seconds to finish,
+and what is still running then is stopped and handed back at once, for another replica.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class Subscription:
         handler: Handler,
         ack_wait: float,
         concurrency: int,
+        shutdown_grace: float = 20.0,
     ) -> None:
         self.js = js
         self.durable = durable
@@ -51,6 +55,7 @@ class Subscription:
         self.handler = handler
         self.ack_wait = ack_wait
         self.concurrency = concurrency
+        self.shutdown_grace = shutdown_grace
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(concurrency)
 
@@ -90,11 +95,26 @@ class Subscription:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
-            # Finish the messages in hand before stopping (a graceful shutdown).
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._finish_in_hand()
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
+
+    async def _finish_in_hand(self) -> None:
+        """Let the messages in hand finish, for `shutdown_grace` seconds at most; stop the rest,
+        which hands each back (see `_process`)."""
+        if not self._tasks:
+            return
+        in_hand = set(self._tasks)
+        _, unfinished = await asyncio.wait(in_hand, timeout=self.shutdown_grace)
+        if unfinished:
+            log.info(
+                "shutting down: handing back the work still in hand",
+                consumer=self.durable,
+                messages=len(unfinished),
+            )
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _handle(self, msg: Msg) -> None:
         try:
@@ -119,6 +139,12 @@ class Subscription:
         ):
             try:
                 await self.handler(Delivery(message=message, num_delivered=delivered))
+            except asyncio.CancelledError:
+                # Shutting down: another replica takes it up now, not after ack_wait.
+                heartbeat.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(msg.nak())
+                raise
             except Exception:
                 log.exception("handler failed; message handed back", consumer=self.durable)
                 heartbeat.cancel()

@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 from vdo_kernel import logs
 from vdo_kernel.bus import EventMessage
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import JobStore, StoredJobEvent
+from vdo_kernel.store import JobStore, StoredJobEvent, open_store
 from vdo_kernel.subjects import HEADER_POSITION, STREAM
 
 log = logs.get(__name__)
@@ -158,10 +158,12 @@ async def run_relay(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     logs.configure("relay", level=settings.log_level, fmt=settings.log_format)
     nats_url, database_url = settings.require_urls()
-    store = await asyncio.to_thread(JobStore, database_url, pool_size=2)
-    nc = await connect(nats_url, name="relay")
+    store = await asyncio.to_thread(
+        open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
+    )
+    nc = await connect(nats_url, name="relay", connect_timeout=settings.startup_timeout_seconds)
     js = nc.jetstream()
-    await ensure_stream(js)
+    await ensure_stream(js, replicas=settings.stream_replicas)
     stop = asyncio.Event()
     stop_on_signals(stop)
     relay = Relay(store, js, database_url)

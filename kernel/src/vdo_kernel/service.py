@@ -11,6 +11,7 @@ import signal
 import socket
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -21,9 +22,10 @@ from vdo_kernel.bus import EventMessage, connect, ensure_stream
 from vdo_kernel.consumer import Subscription
 from vdo_kernel.domain import Step
 from vdo_kernel.livelog import LiveLog
+from vdo_kernel.reports import publish_report
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepRunner, StepWork
-from vdo_kernel.store import JobStore
+from vdo_kernel.store import JobStore, open_store
 from vdo_kernel.subjects import JOB_CANCELLED, STEP_TRIGGERS, step_consumer
 
 log = logs.get(__name__)
@@ -41,8 +43,14 @@ def worker_name(service: str) -> str:
 
 
 async def run_step_service(
-    service: str, work: Mapping[Step, StepWork], settings: Settings | None = None
+    service: str,
+    work: Mapping[Step, StepWork],
+    settings: Settings | None = None,
+    *,
+    report: Mapping[str, Any] | None = None,
 ) -> None:
+    """Run `service`'s steps until SIGTERM / SIGINT. `report`, if given, is what the service
+    says of itself for the API to show (`vdo_kernel.reports`): names and settings, no secret."""
     settings = settings or Settings()
     logs.configure(service, level=settings.log_level, fmt=settings.log_format)
     log = logs.get(service)
@@ -52,12 +60,20 @@ async def run_step_service(
         ThreadPoolExecutor(max_workers=settings.consumer_concurrency * len(work) + 4)
     )
     store = await asyncio.to_thread(
-        JobStore, database_url, pool_size=min(settings.consumer_concurrency, 10)
+        open_store,
+        database_url,
+        pool_size=min(settings.consumer_concurrency, 10),
+        timeout=settings.startup_timeout_seconds,
     )
     blobs = BlobStore(settings.blobs_dir)
-    nc = await connect(nats_url, name=service)
+    nc = await connect(nats_url, name=service, connect_timeout=settings.startup_timeout_seconds)
     js = nc.jetstream()
-    await ensure_stream(js)
+    await ensure_stream(js, replicas=settings.stream_replicas)
+    if report is not None:
+        try:
+            await publish_report(js, service, dict(report), replicas=settings.stream_replicas)
+        except Exception as error:
+            log.warning("could not publish the service's report", error=repr(error))
     stop = asyncio.Event()
     stop_on_signals(stop)
     live = LiveLog(nc)
@@ -81,6 +97,7 @@ async def run_step_service(
             handler=runner.handle,
             ack_wait=settings.ack_wait_seconds,
             concurrency=settings.consumer_concurrency,
+            shutdown_grace=settings.shutdown_grace_seconds,
         )
         for runner in runners
     ]

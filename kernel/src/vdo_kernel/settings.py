@@ -27,10 +27,23 @@ class Settings(BaseSettings):
     # characters nobody can guess); stored digested like any other. Never passed on to the
     # services the stack starts.
     admin_token: SecretStr | None = None
-    nats_url: str | None = Field(default=None, description="external NATS; unset = embedded")
+    nats_url: str | None = Field(
+        default=None,
+        description="external NATS (nats://host:4222, or several of a cluster's, comma-separated);"
+        " unset = embedded",
+    )
     database_url: str | None = Field(
         default=None, description="external PostgreSQL (postgresql://...); unset = embedded"
     )
+    # Copies of the event stream (and its consumers) a NATS cluster keeps: 3 on a three-node
+    # cluster, so losing a node loses nothing; 1 on a single server.
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    # At start, how long a service waits for NATS and PostgreSQL to answer before giving up
+    # (they may still be starting: containers, a cluster coming up).
+    startup_timeout_seconds: float = Field(default=120.0, gt=0)
+    # At SIGTERM, how long a service finishes the work in hand; what is still running then is
+    # handed back to the bus at once, for another replica to take up.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # JetStream redelivers a message not acknowledged within this many seconds; long work
     # sends `in_progress` at a third of it so it is not handed to another replica meanwhile.
     ack_wait_seconds: float = Field(default=30.0, gt=0.5)

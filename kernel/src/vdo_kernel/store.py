@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
+from vdo_kernel import logs
 from vdo_kernel.accounts import (
     ACCOUNT_EVENT_NAMES,
     ACCOUNT_EVENT_TYPES,
@@ -54,6 +56,8 @@ _EVENT_NAMES: dict[type[Aggregate.Event], str] = dict(
 )
 ACCOUNT_TOPICS = tuple(get_topic(cls) for cls in ACCOUNT_EVENT_TYPES.values())
 TEMPLATE_TOPICS = tuple(get_topic(cls) for cls in TEMPLATE_EVENT_TYPES.values())
+
+log = logs.get(__name__)
 
 
 class JobNotFoundError(LookupError):
@@ -300,6 +304,36 @@ def postgres_env(database_url: str, *, pool_size: int = 5) -> dict[str, str]:
         "SINGLE_ROW_TRACKING": "n",
         "CREATE_TABLE": "y",
     }
+
+
+def wait_for_database(database_url: str, *, timeout: float) -> None:
+    """Return once PostgreSQL accepts a connection (it may still be starting); raise
+    `RuntimeError` saying what was tried if it does not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay, said = 0.2, False
+    while True:
+        try:
+            psycopg.connect(database_url, connect_timeout=3, autocommit=True).close()
+            return
+        except psycopg.OperationalError as error:
+            if time.monotonic() + delay > deadline:
+                where = conninfo_to_dict(database_url)
+                raise RuntimeError(
+                    f"cannot reach PostgreSQL at {where.get('host', 'localhost')}:"
+                    f"{where.get('port', 5432)} (database {where.get('dbname', '?')}) in "
+                    f"{timeout:g}s: {str(error).strip()}"
+                ) from error
+            if not said:
+                log.info("waiting for PostgreSQL", error=str(error).strip())
+                said = True
+            time.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+def open_store(database_url: str, *, pool_size: int = 5, timeout: float = 120.0) -> JobStore:
+    """The store, once PostgreSQL answers (see `wait_for_database`)."""
+    wait_for_database(database_url, timeout=timeout)
+    return JobStore(database_url, pool_size=pool_size)
 
 
 class JobStore:

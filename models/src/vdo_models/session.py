@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -21,7 +22,13 @@ from vdo_models.calls import DailySpend, StepCalls
 from vdo_models.files import FileLimits
 from vdo_models.interface import ModelClient, Route, RouteError
 from vdo_models.pricing import Pricing
-from vdo_models.providers import KEY_VARIABLES, configured_providers, make_client
+from vdo_models.providers import (
+    BASE_URL_VARIABLES,
+    KEY_VARIABLES,
+    configured_providers,
+    display_url,
+    make_client,
+)
 from vdo_models.router import Router
 from vdo_models.scripted import ScriptedModelClient
 
@@ -101,6 +108,35 @@ class Models:
             pricing=self.pricing,
             daily=self.daily,
         )
+
+    def report(self, phase: str) -> dict[str, Any]:
+        """What the phase's service says of its models, for the API (`vdo_kernel.reports`):
+        each provider, whether it has a key and the variable it was found in (never the key),
+        the base URL without credentials, and the phase's routes as this deployment sets them."""
+        providers = []
+        for provider, variables in KEY_VARIABLES.items():
+            found = next((v for v in variables if self.env.get(v, "").strip()), None)
+            base = next((self.env[v] for v in BASE_URL_VARIABLES[provider] if self.env.get(v)), "")
+            providers.append(
+                {
+                    "name": provider,
+                    "configured": found is not None,
+                    "key_source": found,
+                    "base_url": display_url(base) if base else None,
+                }
+            )
+        try:
+            routes = [str(r) for r in phase_routes(phase, {}, self.settings, self.configured)]
+            problem = None
+        except StepFailure as error:
+            routes, problem = [], str(error)
+        return {
+            "phase": phase,
+            "providers": providers,
+            "routes": routes,
+            "scripted": not self.configured,
+            "problem": problem,
+        }
 
     async def close(self) -> None:
         for client in self._clients.values():

@@ -248,6 +248,7 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("DELETE", "/api/tokens/{token_id}"): (revoke_call, admin_only(200)),
     ("GET", "/api/admin/backup"): (plain("/api/admin/backup"), admin_only(200)),
     ("GET", "/api/admin/export"): (plain("/api/admin/export?since=1"), admin_only(200)),
+    ("GET", "/api/admin/providers"): (plain("/api/admin/providers"), admin_only(200)),
     # An upload must be a bundle (an admin gets that far).
     ("POST", "/api/admin/restore"): (
         plain("/api/admin/restore", content=b"x", headers=GZIP),

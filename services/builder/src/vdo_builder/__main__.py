@@ -14,7 +14,7 @@ def main() -> None:
     settings = Settings()
     models = Models(settings)
     work = {Step.BUILD: partial(build, models=models)}
-    asyncio.run(run_step_service("builder", work, settings))
+    asyncio.run(run_step_service("builder", work, settings, report=models.report("builder")))
 
 
 if __name__ == "__main__":

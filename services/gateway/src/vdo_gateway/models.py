@@ -938,6 +938,39 @@ class MePublic(BaseModel):
     token: TokenIdentity | None = Field(description="the token used (none when off)")
 
 
+class ProviderPublic(BaseModel):
+    name: str = Field(description="anthropic, openai or google")
+    configured: bool = Field(description="whether a key for it is set (for some phase)")
+    key_source: str | None = Field(
+        description="the variable the key was found in (the key itself is never shown)"
+    )
+    base_url: str | None = Field(description="a base URL other than the provider's own, if set")
+    phases: list[str] = Field(description="the phases whose service has its key")
+
+
+class PhaseModelsPublic(BaseModel):
+    phase: str = Field(description="planner, builder, tester or reviewer")
+    routes: list[str] = Field(
+        default_factory=list,
+        description="provider:model, in the order tried: the main route, then its fallbacks",
+    )
+    scripted: bool = Field(
+        default=False, description="no provider configured: the built-in scripted model runs"
+    )
+    problem: str | None = Field(default=None, description="why no route can be used, if so")
+    providers: list[ProviderPublic] = Field(default_factory=list)
+    reported_at: str | None = Field(
+        default=None, description="when the phase's service reported (null: not started yet)"
+    )
+
+
+class ProvidersPublic(BaseModel):
+    providers: list[ProviderPublic]
+    phases: list[PhaseModelsPublic]
+    scripted: bool = Field(description="every phase reported runs on the built-in scripted model")
+    reported_at: str | None = Field(description="the latest report's time")
+
+
 def _role(value: str) -> RoleName:
     # Checked when the model is made: a role this code does not know is an error, not a
     # member.

@@ -18,7 +18,7 @@ from vdo_kernel import logs, readmodels
 from vdo_kernel.bootstrap import AdminTokenError, Outcome, ensure_admin
 from vdo_kernel.bus import connect
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import JobStore
+from vdo_kernel.store import JobStore, open_store
 
 log = logs.get(__name__)
 
@@ -86,7 +86,12 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         nats_url, database_url = settings.require_urls()
-        store = await asyncio.to_thread(JobStore, database_url, pool_size=READ_POOL_SIZE)
+        store = await asyncio.to_thread(
+            open_store,
+            database_url,
+            pool_size=READ_POOL_SIZE,
+            timeout=settings.startup_timeout_seconds,
+        )
         try:
             # The read models may not exist yet (no projector has run): queries then answer
             # from empty tables instead of failing.

@@ -14,7 +14,7 @@ def main() -> None:
     settings = Settings()
     models = Models(settings)
     work = {Step.PLAN: partial(plan, models=models)}
-    asyncio.run(run_step_service("planner", work, settings))
+    asyncio.run(run_step_service("planner", work, settings, report=models.report("planner")))
 
 
 if __name__ == "__main__":

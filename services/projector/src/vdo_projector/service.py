@@ -11,7 +11,7 @@ from vdo_kernel.bus import connect, ensure_stream
 from vdo_kernel.consumer import Delivery, Subscription
 from vdo_kernel.service import stop_on_signals
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import JobStore
+from vdo_kernel.store import open_store
 from vdo_kernel.subjects import CONSUMER_PROJECTOR, STREAM_SUBJECTS
 from vdo_projector.projection import Projection
 
@@ -47,15 +47,19 @@ async def run_projector(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     logs.configure("projector", level=settings.log_level, fmt=settings.log_format)
     nats_url, database_url = settings.require_urls()
-    store = await asyncio.to_thread(JobStore, database_url, pool_size=2)
+    store = await asyncio.to_thread(
+        open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
+    )
     projection = Projection(database_url, store)
     nc = None
     try:
         await asyncio.to_thread(projection.setup)
         projector = Projector(projection)
-        nc = await connect(nats_url, name="projector")
+        nc = await connect(
+            nats_url, name="projector", connect_timeout=settings.startup_timeout_seconds
+        )
         js = nc.jetstream()
-        await ensure_stream(js)
+        await ensure_stream(js, replicas=settings.stream_replicas)
         stop = asyncio.Event()
         stop_on_signals(stop)
         subscription = Subscription(

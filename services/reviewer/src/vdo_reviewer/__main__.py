@@ -14,7 +14,12 @@ def main() -> None:
     settings = Settings()
     models = Models(settings)
     asyncio.run(
-        run_step_service("reviewer", {Step.REVIEW: partial(review, models=models)}, settings)
+        run_step_service(
+            "reviewer",
+            {Step.REVIEW: partial(review, models=models)},
+            settings,
+            report=models.report("reviewer"),
+        )
     )
 
 

@@ -35,7 +35,13 @@ from vdo_kernel import logs
 from vdo_kernel.bus import connect
 from vdo_kernel.service import stop_on_signals, worker_name
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import AlreadyHandledError, ConcurrencyError, JobNotFoundError, JobStore
+from vdo_kernel.store import (
+    AlreadyHandledError,
+    ConcurrencyError,
+    JobNotFoundError,
+    JobStore,
+    open_store,
+)
 from vdo_kernel.subjects import QUEUE_EVENTS, SCHEDULER, event_subject
 from vdo_scheduler.queue import QUEUE_TYPES, Limits, Queue
 
@@ -170,8 +176,10 @@ async def run_scheduler(settings: Settings | None = None) -> None:
     settings = settings or Settings()
     logs.configure("scheduler", level=settings.log_level, fmt=settings.log_format)
     nats_url, database_url = settings.require_urls()
-    store = await asyncio.to_thread(JobStore, database_url, pool_size=2)
-    nc = await connect(nats_url, name="scheduler")
+    store = await asyncio.to_thread(
+        open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
+    )
+    nc = await connect(nats_url, name="scheduler", connect_timeout=settings.startup_timeout_seconds)
     stop = asyncio.Event()
     stop_on_signals(stop)
     wake = asyncio.Event()

@@ -15,7 +15,10 @@ def main() -> None:
     models = Models(settings)
     asyncio.run(
         run_step_service(
-            "tester", {Step.WRITE_TESTS: partial(write_tests, models=models)}, settings
+            "tester",
+            {Step.WRITE_TESTS: partial(write_tests, models=models)},
+            settings,
+            report=models.report("tester"),
         )
     )
 
