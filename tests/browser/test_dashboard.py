@@ -169,6 +169,8 @@ def test_a_job_from_a_template_runs_live_to_the_end(
     nav.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Users and tokens")).to_be_visible()
     expect(page.get_by_text("admin").first).to_be_visible()
+    # No key is set for the stack under test: every phase says it runs on the scripted model.
+    expect(page.get_by_text("every phase runs on the built-in scripted model")).to_be_visible()
     shoot(page, "settings")
 
     # Signing out forgets the token.

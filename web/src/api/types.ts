@@ -25,13 +25,9 @@ export type Me = Schemas["MePublic"];
 export type Status = Job["status"];
 export type Role = Me["role"];
 
-/** What `GET /api/admin/providers` answers (admins): which model providers have a key, and the
- * routes each phase uses. Older gateways lack the endpoint; the page then says so. */
-export interface ProvidersReport {
-  providers: { name: string; configured: boolean; key_source: string | null }[];
-  phases: { phase: string; routes: string[]; scripted: boolean }[];
-  reported_at: string | null;
-}
+/** What `GET /api/admin/providers` answers (admins): which model providers have a key (never the
+ * key), and the routes each AI phase takes, as their services reported them. */
+export type ProvidersReport = Schemas["ProvidersPublic"];
 
 export const PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"] as const;
 export type Phase = (typeof PHASES)[number];

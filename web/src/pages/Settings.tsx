@@ -1,6 +1,6 @@
 import { Download, KeyRound, Plus, Trash2 } from "lucide-react";
 import { useCallback, useEffect, useState, type FormEvent } from "react";
-import { api, download, errorText, getRaw, must } from "../api/client";
+import { api, download, errorText, must } from "../api/client";
 import type { ProvidersReport, Template, Token, TokenCreated, User } from "../api/types";
 import { when } from "../lib/format";
 
@@ -16,7 +16,7 @@ function Section({ title, children }: { title: string; children: React.ReactNode
 function Providers() {
   const [report, setReport] = useState<ProvidersReport | null | "absent">(null);
   useEffect(() => {
-    getRaw("/api/admin/providers").then(async (r) => setReport(r.ok ? ((await r.json()) as ProvidersReport) : "absent"), () => setReport("absent"));
+    api.GET("/api/admin/providers").then(({ data }) => setReport(data ?? "absent"), () => setReport("absent"));
   }, []);
   if (report === null) return <p className="text-sm text-slate-600">Loading…</p>;
   if (report === "absent" || !report.reported_at)
@@ -27,6 +27,7 @@ function Providers() {
         {report.providers.map((p) => (
           <li key={p.name} className={`rounded-md border px-3 py-1.5 ${p.configured ? "border-emerald-300 bg-emerald-50 text-emerald-900" : "border-slate-300 text-slate-700"}`}>
             <span className="font-medium">{p.name}</span>: {p.configured ? `configured${p.key_source ? ` (${p.key_source})` : ""}` : "no key"}
+            {p.base_url && <span className="block text-xs">at {p.base_url}</span>}
           </li>
         ))}
       </ul>
@@ -42,13 +43,17 @@ function Providers() {
             <tr key={p.phase} className="border-t border-slate-100">
               <td className="py-1 capitalize">{p.phase}</td>
               <td className="py-1 font-mono text-xs">
-                {p.scripted ? "built-in scripted model" : p.routes.join(" → ")}
+                {p.scripted ? "built-in scripted model" : (p.routes ?? []).join(" → ")}
+                {p.problem && <span className="block text-red-800">{p.problem}</span>}
               </td>
             </tr>
           ))}
         </tbody>
       </table>
-      <p className="text-xs text-slate-600">Reported {when(report.reported_at)}. Keys are never shown.</p>
+      <p className="text-xs text-slate-600">
+        {report.scripted ? "No provider is configured: every phase runs on the built-in scripted model. " : ""}Reported{" "}
+        {when(report.reported_at)}. Keys are never shown.
+      </p>
     </div>
   );
 }
