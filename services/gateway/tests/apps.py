@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from tests.harness import ADMIN_TOKEN
 
 from vdo_gateway.app import create_app
+from vdo_gateway.settings import GatewaySettings
 from vdo_kernel.accounts import Role, Token, User, new_token
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.domain import Job, Outcome
@@ -25,9 +26,13 @@ from vdo_kernel.store import JobStore
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def running_app(
+    settings: Settings, gateway_settings: GatewaySettings | None = None
+) -> AsyncIterator[FastAPI]:
     """The gateway app with its resources open (its first admin made with ADMIN_TOKEN)."""
-    app = create_app(settings.model_copy(update={"admin_token": SecretStr(ADMIN_TOKEN)}))
+    app = create_app(
+        settings.model_copy(update={"admin_token": SecretStr(ADMIN_TOKEN)}), gateway_settings
+    )
     async with app.router.lifespan_context(app):
         yield app
 

@@ -1,6 +1,6 @@
 """The gateway's composition root: `create_app(settings)` wires the routes, the error answers,
-authentication (with its rate limit), CORS, the body limit and the resources opened for the
-app's lifetime."""
+authentication (with its rate limit), CORS, the body limit, the resources opened for the
+app's lifetime and the dashboard."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from vdo_gateway import errors
 from vdo_gateway.auth import Authentication, RateLimiter
 from vdo_gateway.binding import require_safe_bind
+from vdo_gateway.dashboard import dashboard_router
 from vdo_gateway.limits import BodySizeLimit
 from vdo_gateway.live import LiveHub
 from vdo_gateway.resources import Resources
@@ -24,6 +25,7 @@ from vdo_gateway.routes import (
     health,
     joblogs,
     jobs,
+    plans,
     providers,
     stats,
     templates,
@@ -117,6 +119,9 @@ def create_app(
         templates.router,
         artifacts.router,
         joblogs.router,
+        plans.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    # Last: it answers every GET the API does not (but none under /api).
+    app.include_router(dashboard_router(gateway_settings.dashboard_dir, api_prefix=API_PREFIX))
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,6 +28,10 @@ class GatewaySettings(BaseSettings):
     # Origins (scheme://host[:port]) whose pages may call the API from a browser, comma
     # separated. Empty: only the gateway's own origin (the dashboard it serves).
     cors_origins: str = ""
+
+    # Where the built dashboard is (its index.html and assets/); unset: the repository's
+    # web/dist, where `make run` builds it.
+    dashboard_dir: Path | None = None
 
     @property
     def cors_origin_list(self) -> list[str]:

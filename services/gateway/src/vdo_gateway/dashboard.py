@@ -1,0 +1,89 @@
+"""The web dashboard: the built single-page app (``web/dist``) served at ``/``.
+
+Its files are public (they hold no data: every ``/api`` call the page makes carries the user's
+token). A path that is not a file of the build is answered with ``index.html``, so the page's own
+addresses (``/jobs/<id>``, say) load it; paths under ``/api`` never are. Hashed assets are cached
+for good, ``index.html`` never, so a new build is picked up at the next load. Without a build, ``/``
+says how to make one and the API works as ever.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+# The repository's web/dist, when the gateway runs from the source tree (`make run`):
+# services/gateway/src/vdo_gateway/dashboard.py -> the repository's root is four levels up.
+SOURCE_BUILD: Final = Path(__file__).resolve().parents[4] / "web" / "dist"
+ASSETS_DIR: Final = "assets"
+IMMUTABLE: Final = "public, max-age=31536000, immutable"
+# The page talks to its own origin only; styles are built into a file, scripts too.
+PAGE_HEADERS: Final = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    ),
+}
+NOT_BUILT: Final = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>VDO: dashboard not built</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto;
+padding: 0 1rem; line-height: 1.5; color: #111">
+<h1>The dashboard is not built</h1>
+<p>The API is running (<a href="/api/docs">/api/docs</a>), but the web dashboard has not been
+built on this machine. <code>make run</code> builds it before it starts the stack; to build it by
+hand, run <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code>, then reload this
+page.</p>
+<p>Looked for it in: <code>{where}</code> (set <code>VDO_DASHBOARD_DIR</code> to use another
+place).</p>
+</body></html>
+"""
+
+
+def dashboard_router(directory: Path | None, *, api_prefix: str) -> APIRouter:
+    """The routes that serve the dashboard from `directory` (the build's own, when None). Include
+    it after every other router: it answers every GET the others do not."""
+    root = (directory or SOURCE_BUILD).resolve()
+    router = APIRouter(include_in_schema=False)
+    api = api_prefix.strip("/")
+
+    @router.api_route("/{path:path}", methods=["GET", "HEAD"])
+    def serve(path: str, request: Request) -> Response:
+        if path == api or path.startswith(f"{api}/"):
+            raise HTTPException(status_code=404, detail="Not Found")
+        index = root / "index.html"
+        if not index.is_file():
+            html = NOT_BUILT.replace("{where}", _escape(str(root)))
+            return HTMLResponse(html, status_code=503, headers={"Cache-Control": "no-cache"})
+        file = _file_in(root, path)
+        if file is None:
+            return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
+        if path.startswith(f"{ASSETS_DIR}/"):
+            return FileResponse(
+                file, headers={"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+            )
+        return FileResponse(file, headers=PAGE_HEADERS)
+
+    return router
+
+
+def _file_in(root: Path, path: str) -> Path | None:
+    """The build's file at `path`, or None when there is none (or the path leaves the build)."""
+    if not path or "\x00" in path:
+        return None
+    candidate = (root / path).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,36 @@
+// The API's shapes, named: every one comes from the schema the gateway publishes, so a field
+// the gateway renames or drops breaks the build here rather than the page.
+import type { components } from "./schema";
+
+type Schemas = components["schemas"];
+export type Job = Schemas["JobPublic"];
+export type JobDetail = Schemas["JobDetail"];
+export type JobsPage = Schemas["JobsPage"];
+export type JobCreate = Schemas["JobCreate"];
+export type Step = Schemas["StepPublic"];
+export type JobEvent = Schemas["EventPublic"];
+export type ModelCall = Schemas["ModelCallPublic"];
+export type ArtifactTree = Schemas["ArtifactTree"];
+export type ArtifactFile = Schemas["ArtifactFile"];
+export type AttemptsDiff = Schemas["AttemptsDiff"];
+export type FileDiff = Schemas["FileDiffPublic"];
+export type LogLine = Schemas["LogLinePublic"];
+export type Plan = Schemas["PlanPublic"];
+export type Stats = Schemas["StatsPublic"];
+export type Template = Schemas["TemplatePublic"];
+export type User = Schemas["UserPublic"];
+export type Token = Schemas["TokenPublic"];
+export type TokenCreated = Schemas["TokenCreated"];
+export type Me = Schemas["MePublic"];
+export type Status = Job["status"];
+export type Role = Me["role"];
+
+/** What `GET /api/admin/providers` answers (admins): which model providers have a key (never the
+ * key), and the routes each AI phase takes, as their services reported them. */
+export type ProvidersReport = Schemas["ProvidersPublic"];
+
+export const PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"] as const;
+export type Phase = (typeof PHASES)[number];
+export const AI_PHASES = ["planner", "builder", "tester", "reviewer"] as const;
+export type AiPhase = (typeof AI_PHASES)[number];
+export const STATUSES: Status[] = ["queued", "running", "completed", "failed", "cancelled"];
