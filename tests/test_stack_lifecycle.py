@@ -140,3 +140,66 @@ def test_external_servers_are_used_and_none_is_embedded(make_stack: Any, nats_ur
     assert events[-1]["type"] == "JobCompleted"
     assert not (running.stack.home / "postgres").exists()
     assert not (running.stack.home / "nats").exists()
+
+
+def test_services_started_before_nats_and_postgresql_wait_for_them_then_run(
+    tmp_path: Path,
+) -> None:
+    """As in a compose file or a cluster, where everything starts at once: each service waits
+    for the servers (saying so) instead of failing, then starts; SIGTERM stops it cleanly."""
+    from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres
+
+    postgres = EmbeddedPostgres(tmp_path / "postgres", durable=False)
+    nats = EmbeddedNats(tmp_path / "nats")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VDO_")},
+        "VDO_HOME": str(tmp_path / "home"),
+        "VDO_DATABASE_URL": postgres.url,
+        "VDO_NATS_URL": nats.url,
+        "VDO_LOG_FORMAT": "json",
+        "VDO_STARTUP_TIMEOUT_SECONDS": "90",
+    }
+    # Nothing listens on either port yet.
+    services = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, module in (("projector", "vdo_projector"), ("relay", "vdo_kernel.relay"))
+    }
+    try:
+        time.sleep(3)
+        for name, process in services.items():
+            assert process.poll() is None, f"{name} gave up: {process.communicate()[0]}"
+        postgres.start()
+        nats.start()
+        started = {"projector": "projector started", "relay": "relay started"}
+        for name, process in services.items():
+            assert process.stdout is not None
+            seen: list[str] = []
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                line = process.stdout.readline()
+                seen.append(line)
+                if started[name] in line:
+                    break
+            else:
+                raise AssertionError(f"{name} did not start: {''.join(seen)}")
+            assert any("waiting for PostgreSQL" in line for line in seen), "".join(seen)
+    finally:
+        for process in services.values():
+            process.send_signal(signal.SIGTERM)
+        for process in services.values():
+            try:
+                process.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+        nats.stop()
+        postgres.stop()
+    assert all(p.returncode == 0 for p in services.values()), {
+        n: p.returncode for n, p in services.items()
+    }

@@ -17,9 +17,6 @@ K8S = DEPLOY / "k8s"
 SERVICES = tuple(SERVICE_MODULES)
 AI = frozenset(AI_SERVICES)
 PROVIDER_KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY")
-# Settings the deployment files name before the services read them (being added to the
-# services): the stream's replicas on a NATS cluster, and where the built dashboard is.
-PENDING_SETTINGS = frozenset({"VDO_STREAM_REPLICAS", "VDO_DASHBOARD_DIR"})
 _FILE_SUFFIX = "_FILE"  # deploy/docker/entrypoint.sh reads NAME from the file NAME_FILE names
 
 
@@ -64,7 +61,7 @@ def setting_name(variable: str) -> str:
 
 
 def unknown_settings(variables: list[str]) -> list[str]:
-    known = known_settings() | PENDING_SETTINGS
+    known = known_settings()
     return sorted(v for v in variables if v.startswith("VDO_") and setting_name(v) not in known)
 
 
