@@ -19,7 +19,7 @@ setup:
 # then the build (the API's schema, the client's types from it, the typecheck, the bundle).
 web/node_modules/.package-lock.json: web/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is missing: apt-get install nodejs npm" >&2; exit 1; }
-	cd web && npm ci --no-audit --no-fund
+	cd web && npm install --no-audit --no-fund
 	@touch $@
 
 web-deps: setup web/node_modules/.package-lock.json

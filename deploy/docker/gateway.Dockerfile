@@ -6,8 +6,8 @@
 # No model SDK is in it: only the gateway's locked dependencies (uv.lock, `uv export`).
 #
 # The dashboard (web/) is built in a Node stage (NODE_IMAGE). DASHBOARD=prebuilt takes an
-# already built web/dist from the build context instead (run `npm ci && npm run build` in web/
-# first); NODE_IMAGE may then be any image with a shell. `--target api` builds the API alone,
+# already built web/dist from the build context instead (run `npm install && npm run build` in
+# web/ first); NODE_IMAGE may then be any image with a shell. `--target api` builds the API alone,
 # without the Node stage (the gateway then says at / that the dashboard is not built).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
@@ -58,7 +58,8 @@ COPY services/ services/
 # The workspace members the service needs, as ordinary (non-editable) installs.
 RUN /opt/uv/bin/uv pip install --python /opt/vdo/bin/python --no-deps \
         $(service-package.sh members "${SERVICE}") \
-    && service-package.sh module "${SERVICE}" > /opt/vdo/service-module
+    && service-package.sh module "${SERVICE}" > /opt/vdo/service-module \
+    && /opt/vdo/bin/python -m vdo_gateway.openapi /tmp/openapi.json
 COPY deploy/docker/entrypoint.sh /opt/vdo/bin/vdo-service
 
 FROM ${PYTHON_IMAGE} AS api
@@ -93,12 +94,14 @@ FROM ${NODE_IMAGE} AS dashboard
 ARG DASHBOARD=build
 WORKDIR /web
 COPY web/ ./
+# The API's schema, from the gateway just installed: the client's types are generated from it.
+COPY --from=builder /tmp/openapi.json ./openapi.json
 RUN if [ "${DASHBOARD}" = prebuilt ]; then \
         test -f dist/index.html || { \
-            echo "DASHBOARD=prebuilt, but web/dist/index.html is missing: run npm ci && npm run build in web/" >&2; \
+            echo "DASHBOARD=prebuilt, but web/dist/index.html is missing: run npm install && npm run build in web/" >&2; \
             exit 1; }; \
     elif [ "${DASHBOARD}" = build ]; then \
-        rm -rf dist node_modules && npm ci --no-audit --no-fund && npm run build \
+        rm -rf dist node_modules && npm install --no-audit --no-fund && npm run bundle \
         && test -f dist/index.html; \
     else \
         echo "DASHBOARD is build or prebuilt, not ${DASHBOARD}" >&2; exit 1; \

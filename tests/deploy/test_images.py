@@ -4,8 +4,8 @@ module, and holds only that service's dependencies (the model SDKs in the AI pha
 No registry is reached: the base is built locally from the host's apt sources
 (tests/deploy/baseimage.py) and given as PYTHON_IMAGE; the dependencies come from the package
 index. The gateway's dashboard is built with npm on the host and given to the image as a
-prebuilt web/dist (no Node base image can be had here), so the Node stage's own `npm ci && npm
-run build` is the one part not run.
+prebuilt web/dist (no Node base image can be had here), so the Node stage's own `npm install &&
+npm run bundle` is the one part not run.
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ def _build_dashboard() -> None:
     if npm is None:
         pytest.fail("the dashboard is not built and npm is missing: apt-get install nodejs npm")
     if not (WEB / "node_modules").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=600)
+        subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"], cwd=WEB, check=True, timeout=600
+        )
     subprocess.run([npm, "run", "build"], cwd=WEB, check=True, timeout=600)
     assert (WEB / "dist" / "index.html").is_file(), "npm run build made no web/dist/index.html"
 

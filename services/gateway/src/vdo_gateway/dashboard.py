@@ -40,7 +40,7 @@ padding: 0 1rem; line-height: 1.5; color: #111">
 <h1>The dashboard is not built</h1>
 <p>The API is running (<a href="/api/docs">/api/docs</a>), but the web dashboard has not been
 built on this machine. <code>make run</code> builds it before it starts the stack; to build it by
-hand, run <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code>, then reload this
+hand, run <code>npm install &amp;&amp; npm run build</code> in <code>web/</code>, then reload this
 page.</p>
 <p>Looked for it in: <code>{where}</code> (set <code>VDO_DASHBOARD_DIR</code> to use another
 place).</p>
