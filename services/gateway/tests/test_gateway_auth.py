@@ -249,6 +249,8 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("GET", "/api/admin/backup"): (plain("/api/admin/backup"), admin_only(200)),
     ("GET", "/api/admin/export"): (plain("/api/admin/export?since=1"), admin_only(200)),
     ("GET", "/api/admin/providers"): (plain("/api/admin/providers"), admin_only(200)),
+    # No projector runs here to answer: an admin gets as far as asking one (503 says so).
+    ("POST", "/api/admin/verify"): (plain("/api/admin/verify"), admin_only(503)),
     # An upload must be a bundle (an admin gets that far).
     ("POST", "/api/admin/restore"): (
         plain("/api/admin/restore", content=b"x", headers=GZIP),

@@ -777,6 +777,62 @@ class BundleLoaded(BaseModel):
     read_models: str = Field(description="how the read models come up to date")
 
 
+class RowDifferencePublic(BaseModel):
+    """One row that is not the same in the live read models and in the log's replay."""
+
+    kind: Literal["missing", "extra", "different"] = Field(
+        description="missing: the log gives the row, the live read models lack it; extra: the "
+        "live read models hold a row the log does not give; different: both hold it, with "
+        "other values"
+    )
+    key: dict[str, Any] = Field(description="the row's primary key")
+    columns: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="for a row that differs: column -> [live value, value from the log]",
+    )
+
+
+class TableComparisonPublic(BaseModel):
+    table: str
+    equal: bool
+    live_checksum: str
+    replayed_checksum: str = Field(description="the checksum of the table replayed from the log")
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    rows: list[RowDifferencePublic] = Field(
+        default_factory=list,
+        description="the differing rows, the first 20 (the counts above count them all)",
+    )
+
+
+class VerifyReportPublic(BaseModel):
+    """The live read models compared with a replay of the log, as `vdo replay --verify --json`
+    prints it."""
+
+    equal: bool = Field(description="every table equal (and something to compare)")
+    position: int = Field(description="the position the live read models reflect, replayed to")
+    duration_seconds: float
+    tables: list[TableComparisonPublic] = Field(default_factory=list)
+    problem: str | None = Field(
+        default=None, description="why nothing could be compared (no read models yet, say)"
+    )
+
+    @classmethod
+    def from_report(cls, raw: Any) -> VerifyReportPublic:
+        """From the projector's reply (`VerifyReport.to_json()`); ValueError if it is not one."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("tables"), list):
+            raise ValueError("not a verify report")
+        tables = [
+            TableComparisonPublic.model_validate(
+                {**table, "equal": table.get("live_checksum") == table.get("replayed_checksum")}
+            )
+            for table in raw["tables"]
+            if isinstance(table, dict)
+        ]
+        return cls.model_validate({**raw, "tables": tables})
+
+
 # ---- accounts ------------------------------------------------------------------------------
 
 RoleName = Literal["admin", "member", "viewer"]
