@@ -266,6 +266,7 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("GET", "/api/jobs/{job_id}/artifacts/file"): (job_call("/artifacts/file?path=a"), JOB_SEEN),
     ("GET", "/api/jobs/{job_id}/diff"): (job_call("/diff"), JOB_SEEN),
     ("GET", "/api/jobs/{job_id}/logs"): (job_call("/logs"), JOB_SEEN),
+    ("GET", "/api/jobs/{job_id}/audit"): (job_call("/audit"), JOB_READ),
     # Acting on a job: its submitter or an admin (a viewer never; the job's state may refuse).
     ("POST", "/api/jobs/{job_id}/cancel"): (job_call("/cancel", {"reason": "test"}), JOB_ACTED),
     ("POST", "/api/jobs/{job_id}/retry"): (job_call("/retry", {"from": "planning"}), JOB_ACTED),

@@ -621,6 +621,88 @@ class JobEvents(BaseModel):
     items: list[EventPublic]
 
 
+class AuditStepPublic(BaseModel):
+    """One step of one attempt, as its events tell it."""
+
+    step: str
+    attempt: int
+    phase: str
+    workers: list[str] = Field(description="who started it, then who resumed it, if anyone")
+    started: datetime | None
+    finished: datetime | None
+    result: str = Field(description="its outcome, or 'could not be done', or 'no result'")
+    summary: str
+    failed_reason: str | None
+    resumed: int = Field(description="how many times another worker took it up again")
+    scripted: bool = Field(description="the built-in scripted model made it")
+    artifacts: dict[str, str] = Field(description="artifact name -> blob sha256")
+    details: dict[str, Any]
+
+
+class AuditCallPublic(BaseModel):
+    """One try of one model call: a retry or a fallback is another try of the same call."""
+
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    route: str = Field(description="provider:model")
+    headline: str = Field(description="which try this was and why, in words")
+    outcome: str | None = Field(description="none while it has no result")
+    result: str
+    reserved_usd: float = Field(description="what it held of the budget while it ran")
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    latency_ms: float
+    started: datetime | None
+    finished: datetime | None
+    note: str
+
+
+class AuditEventPublic(BaseModel):
+    position: int
+    timestamp: datetime
+    type: str
+    text: str = Field(description="the event in a sentence")
+    data: dict[str, Any]
+
+
+class AuditArtifactPublic(BaseModel):
+    step: str
+    attempt: int
+    name: str
+    sha256: str
+
+
+class JobAuditPublic(BaseModel):
+    """A job's complete history from the event log: who submitted it, every step, every model
+    call with its cost, every event, the artifacts."""
+
+    job_id: UUID
+    title: str
+    description: str
+    submitted_by: str | None
+    submitted_at: datetime
+    correlation_id: str
+    max_attempts: int | None
+    budget_usd: float | None
+    priority: int | None
+    models: str = Field(description="the routes chosen at submission, in words")
+    status: str = Field(description="how it ended, or where it is")
+    cost_usd: float = Field(description="what its model calls cost")
+    spending: str = Field(description="the cost against the budget, in words")
+    first_position: int
+    last_position: int
+    steps: list[AuditStepPublic]
+    model_calls: list[AuditCallPublic]
+    history: list[AuditEventPublic]
+    artifacts: list[AuditArtifactPublic]
+
+
 class DayCostPublic(BaseModel):
     day: date = Field(description="a day in UTC")
     calls: int = Field(description="model calls finished that day (every try)")
