@@ -269,7 +269,9 @@ async def test_a_restore_into_a_deployment_that_made_its_first_admin_says_why_it
     async with serving(make_database(), nats_url, tmp_path / "fresh") as fresh:
         response = await fresh.client.post("/api/admin/restore", content=backup, headers=GZIP)
         assert response.status_code == 409
-        assert "first start with authentication on" in response.json()["detail"]
+        detail = response.json()["detail"]
+        assert "first start with authentication on" in detail
+        assert "stop the stack and run `vdo restore FILE`" in detail
         assert fresh.store.max_position() == 2
 
 

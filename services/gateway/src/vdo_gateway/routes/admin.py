@@ -123,9 +123,10 @@ async def get_export(
     "(with their original positions, in one transaction) are loaded. Restoring the same backup "
     "again changes nothing. The read models are not rebuilt by this call: the projector "
     "catches up with the restored events by itself. A deployment that started with "
-    "authentication on holds its first admin (as events), so it is not empty: restore through "
-    "the API into one started with VDO_AUTH=off (loopback only), or with `vdo restore` before "
-    "its first start. The restored users and tokens are then the deployment's." + ADMIN,
+    "authentication on holds its first admin (as events), so it is not empty here: restore "
+    "through the API into one started with VDO_AUTH=off (loopback only), or stop it and run "
+    "`vdo restore FILE` against it, which replaces that first admin. The restored users and "
+    "tokens are then the deployment's." + ADMIN,
 )
 async def post_restore(request: Request, resources: ResourcesDep) -> BundleLoaded:
     return await _upload(request, resources, restoring=True)
