@@ -521,3 +521,20 @@ async def test_verify_is_for_admins_only(source: Deployment, nats_url: str) -> N
             "/api/admin/verify", headers={"Authorization": f"Bearer {token}"}
         )
     assert response.status_code == 403, response.text
+
+
+async def test_a_verify_that_fails_in_the_projector_answers_500_with_its_reason(
+    source: Deployment, nats_url: str, make_database: Callable[[], str]
+) -> None:
+    # A projector on read models the check cannot read (their version's record damaged).
+    damaged = make_database()
+    with psycopg.connect(damaged, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA vdo_read")
+        conn.execute("CREATE TABLE vdo_read.tracking (position bigint)")
+        conn.execute("CREATE TABLE vdo_read.schema_version (damaged integer)")
+    async with projector_answering(nats_url, damaged):
+        response = await source.client.post("/api/admin/verify")
+    assert response.status_code == 500, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("verifying the read models failed: ")
+    assert 'column "version" does not exist' in detail
