@@ -29,6 +29,9 @@ ADMIN_TOKEN = "vdo_test-admin-token-0123456789abcdefghijklmnopqrstuvwxyz"
 class RunningStack:
     stack: Stack
     log: list[str] = field(default_factory=list)
+    # The admin token to act with when the stack was given none and keeps none (a deployment
+    # restored from another's backup answers to that one's tokens).
+    admin_token: str | None = None
 
     @property
     def gateway_url(self) -> str:
@@ -47,6 +50,7 @@ class RunningStack:
         """The first admin's token: VDO_ADMIN_TOKEN's, or the one the first start kept."""
         given = self.stack.settings.admin_token
         token = given.get_secret_value() if given else read_token_file(self.stack.home)
+        token = token or self.admin_token
         assert token, f"no admin token for the stack in {self.stack.home}"
         return token
 

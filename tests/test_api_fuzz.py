@@ -4,6 +4,8 @@ store."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -20,8 +22,10 @@ from tests.harness import ADMIN_TOKEN
 
 from vdo_cli.embedded import EmbeddedNats, free_port
 from vdo_gateway.app import create_app
+from vdo_kernel.bus import connect
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
+from vdo_projector.service import answer_verify_requests
 
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -30,6 +34,34 @@ class Gateway:
     def __init__(self, url: str, store: JobStore) -> None:
         self.url = url
         self.store = store
+
+
+@contextlib.contextmanager
+def verify_answered(nats_url: str, database_url: str) -> Iterator[None]:
+    """The projector's answer to verify requests (`POST /api/admin/verify`), in a thread of its
+    own: without it that endpoint answers 503, as it should with no projector running."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        nc = await connect(nats_url, name="fuzz-projector")
+        try:
+            await answer_verify_requests(nc, database_url)
+            ready.set()
+            await stop.wait()
+        finally:
+            await nc.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="verify")
+    thread.start()
+    try:
+        assert ready.wait(30), "the verify answer did not start"
+        yield
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +94,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, postgres_server: Any) -> I
             assert thread.is_alive(), "the gateway did not start"
             assert time.monotonic() < deadline, "the gateway did not start in time"
             time.sleep(0.05)
-        yield Gateway(f"http://127.0.0.1:{port}", store)
+        with verify_answered(nats.url, database_url):
+            yield Gateway(f"http://127.0.0.1:{port}", store)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -1,5 +1,7 @@
 """Backup, restore, export and import with the `vdo` commands on real stacks: a backup of a
-running stack comes back whole in a fresh one, and a migration loses and repeats nothing."""
+running stack comes back whole in a fresh one (one that started once with authentication on,
+so holds its own first admin, which the restore replaces), and a migration loses and repeats
+nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 from tests.harness import ADMIN_TOKEN, WORD_COUNT, RunningStack, start_stack
 from typer.testing import CliRunner
@@ -19,6 +22,9 @@ from vdo_cli.main import app
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.store import JobStore
 from vdo_projector.projection import checksums
+
+# The scripted builder's first attempt at this one fails its tests; a second attempt passes.
+REPAIRED = WORD_COUNT + ", to show the repair loop"
 
 
 def vdo(
@@ -80,20 +86,73 @@ def finished(step: str) -> Callable[[list[dict[str, Any]]], bool]:
     )
 
 
+def add_user(api: httpx.Client, name: str, role: str) -> str:
+    """A user made by the admin through the API, and a token of theirs (returned)."""
+    added = api.post("/api/users", json={"name": name, "role": role})
+    assert added.status_code == 201, added.text
+    made = api.post("/api/tokens", json={"user": name, "name": "laptop"})
+    assert made.status_code == 201, made.text
+    token: str = made.json()["token"]
+    return token
+
+
+def results(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    """Everything the API gives of a job's result: its log, its files (listed, each one, the
+    zip) and the diff between its attempts."""
+    got: dict[str, Any] = {}
+    for name, url in (
+        ("job", f"/api/jobs/{job_id}"),
+        ("log", f"/api/jobs/{job_id}/logs?include=replies"),
+        ("files", f"/api/jobs/{job_id}/artifacts"),
+        ("diff", f"/api/jobs/{job_id}/diff"),
+        ("audit", f"/api/jobs/{job_id}/audit"),
+    ):
+        response = api.get(url)
+        assert response.status_code == 200, (url, response.text)
+        got[name] = response.json() if name != "audit" else response.text
+    assert got["files"]["items"], "the result has files"
+    for listed in got["files"]["items"]:
+        response = api.get(f"/api/jobs/{job_id}/artifacts/file", params={"path": listed["path"]})
+        assert response.status_code == 200, response.text
+        got[f"file {listed['path']}"] = response.content
+    response = api.get(f"/api/jobs/{job_id}/artifacts.zip")
+    assert response.status_code == 200, response.text
+    got["zip"] = response.content
+    return got
+
+
 def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
     make_stack: Callable[..., RunningStack],
     make_database: Callable[[], str],
-    nats_url: str,
     tmp_path: Path,
 ) -> None:
     second_database = make_database()
     source = make_stack()
+    # A member and a viewer with their tokens; the member's job needs a second attempt (the
+    # scripted builder's first fails its tests), so it has a diff; and a template.
+    with source.api() as api:
+        ada = add_user(api, "ada", "member")
+        vic = add_user(api, "vic", "viewer")
+        made = api.post(
+            "/api/templates",
+            json={"name": "our-wc", "title": "wc", "description": WORD_COUNT, "priority": 3},
+        )
+        assert made.status_code == 201, made.text
+        template = made.json()
+    with source.api(ada) as api:
+        submitted = api.post(
+            "/api/jobs",
+            json={"title": "repaired", "description": REPAIRED, "max_attempts": 2},
+        )
+        assert submitted.status_code == 201, submitted.text
+        repaired = submitted.json()["id"]
     completed = [source.submit(f"done {n}") for n in range(2)]
     # The scripted builder's first attempt fails its tests here, and there is no second.
-    failed = source.submit("fails", WORD_COUNT + ", to show the repair loop", max_attempts=1)
-    for job_id in [*completed, failed]:
+    failed = source.submit("fails", REPAIRED, max_attempts=1)
+    for job_id in [repaired, *completed, failed]:
         source.wait_for(job_id)
     assert source.job(failed)["status"] == "failed"
+    assert source.job(repaired)["status"] == "completed"
     # A job in the middle of its build: the builder is frozen, and its step is recorded as
     # started with no result, as when a worker dies mid-step.
     source.stack.kill("builder", signal.SIGSTOP)
@@ -126,14 +185,15 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
         bundle = tmp_path / "backup.tar.gz"
         said = vdo("backup", "--out", str(bundle), home=source_home)
         count = len(rows(source.database_url))
-        assert f"{count} events of 6 jobs" in said, said
+        assert f"{count} events of 7 jobs" in said, said
         # Nothing moves in the source now, so its read models are the ones at the backup.
         source_checksums = checksums(source.database_url)
         states = {
-            j: source.job(j)["status"] for j in [*completed, failed, halfway, queued, cancelled]
+            j: source.job(j)["status"]
+            for j in [repaired, *completed, failed, halfway, queued, cancelled]
         }
         assert sorted(states.values()) == sorted(
-            ["completed", "completed", "failed", "running", "queued", "cancelled"]
+            ["completed", "completed", "completed", "failed", "running", "queued", "cancelled"]
         )
         source_history = {j: source.events(j) for j in states}
         source_rows = rows(source.database_url)
@@ -141,17 +201,36 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
         source.stack.kill("builder", signal.SIGCONT)
         source.stack.kill("scheduler", signal.SIGCONT)
 
+    # The new deployment started once with authentication on: it made its first admin (two
+    # events) and kept the generated token; then it was stopped.
     home = tmp_path / "restored"
-    said = vdo("restore", str(bundle), home=home, database_url=second_database, nats_url=nats_url)
+    fresh = start_stack(home, second_database, admin_token=None)
+    try:
+        own_token = fresh.token
+        with fresh.api() as api:
+            assert api.get("/api/me").json()["name"] == "admin"
+    finally:
+        fresh.stack.stop()
+    assert len(rows(second_database)) == 2
+
+    said = vdo("restore", str(bundle), home=home, database_url=second_database)
     assert f"restored {count} events" in said, said
-    assert "the event stream is ready" in said, said
+    assert "started the stopped stack's embedded NATS" in said, said
+    assert "the event stream on nats://127.0.0.1:" in said, said
+    assert "was recreated" in said, said
+    assert f"read models rebuilt from {count} events" in said, said
+    assert "replaced this deployment's first start (2 events" in said, said
+    assert f"removed {home / 'admin-token'}" in said, said
+    assert not (home / "admin-token").exists()
     assert rows(second_database) == source_rows
     assert checksums(second_database) == source_checksums
     said = vdo("restore", str(bundle), home=home, database_url=second_database)
     assert f"already holds these {count} events" in said, said
     assert rows(second_database) == source_rows
 
-    restored = start_stack(home, second_database)
+    # Started again as before (no VDO_ADMIN_TOKEN): the restored admins are found, none made.
+    restored = start_stack(home, second_database, admin_token=None)
+    restored.admin_token = ADMIN_TOKEN
     try:
         # The job that was mid-step resumes its build and completes in the new deployment.
         history = restored.wait_for(halfway)
@@ -167,7 +246,7 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
             assert restored.job(job_id)["title"] == source.job(job_id)["title"]
             assert all(blobs.get(d) for d in referenced_digests(events, blobs))
         with restored.api() as api:
-            assert api.get("/api/jobs").json()["total"] == 6
+            assert api.get("/api/jobs").json()["total"] == 7
             # The source's admin and its token came with the backup (the token as a digest):
             # the restored deployment answers to it, and made no admin of its own.
             me = api.get("/api/me").json()
@@ -176,6 +255,31 @@ def test_a_backup_of_a_running_stack_restores_whole_into_a_fresh_one(
                 "admin",
                 "VDO_ADMIN_TOKEN",
             )
+            tokens = api.get("/api/tokens").json()["items"]
+            assert sorted((t["user"], t["name"]) for t in tokens) == [
+                ("ada", "laptop"),
+                ("admin", "VDO_ADMIN_TOKEN"),
+                ("vic", "laptop"),
+            ]
+            # The template, unchanged.
+            assert api.get(f"/api/templates/{template['id']}").json() == template
+        # The deployment's own first token went with the events it replaced.
+        with restored.api(own_token) as api:
+            assert api.get("/api/me").status_code == 401
+        # The member's token works, and sees only the member's job; the viewer's reads all.
+        with restored.api(ada) as api:
+            mine = api.get("/api/jobs").json()
+            assert [job["id"] for job in mine["items"]] == [repaired]
+            assert api.get(f"/api/jobs/{completed[0]}").status_code == 404
+        with restored.api(vic) as api:
+            assert api.get("/api/jobs").json()["total"] == 7
+            assert api.post("/api/jobs", json={"title": "x"}).status_code == 403
+        # A completed job's log, files, zip, diff and audit come back as the source gives them.
+        with source.api() as there, restored.api() as here:
+            expected = results(there, repaired)
+            assert (expected["diff"]["from_attempt"], expected["diff"]["to_attempt"]) == (1, 2)
+            assert expected["diff"]["items"], "the second attempt changed the code"
+            assert results(here, repaired) == expected
         assert not any(ADMIN_TOKEN.encode() in bytes(row[4]) for row in rows(second_database))
     finally:
         restored.stack.stop()

@@ -9,8 +9,9 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner
 
-from vdo_cli.audit import audit, rich_layout
+from vdo_cli.audit import rich_layout
 from vdo_cli.main import app
+from vdo_kernel.audit import audit
 from vdo_kernel.domain import Job, Outcome, Step
 from vdo_kernel.store import JobStore
 

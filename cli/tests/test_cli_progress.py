@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from vdo_cli.progress import JobProgress, PhaseState, describe, is_scripted, latency, usd
+from vdo_cli.progress import JobProgress, PhaseState, describe
 from vdo_cli.watch import cost_line
 from vdo_kernel.domain import Phase, Status
+from vdo_kernel.figures import is_scripted, latency, usd
 
 PIPELINE_STEPS = [
     ("build", "building", "ok"),

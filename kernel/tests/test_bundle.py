@@ -16,7 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from vdo_kernel.accounts import Role, Token, User
 from vdo_kernel.blobs import BlobStore
+from vdo_kernel.bootstrap import Outcome as AdminOutcome
+from vdo_kernel.bootstrap import ensure_admin, made_at_first_start
 from vdo_kernel.bundle import (
     FORMAT_VERSION,
     BundleError,
@@ -29,11 +32,14 @@ from vdo_kernel.domain import Job, Outcome, Step
 from vdo_kernel.portability import (
     Loaded,
     PortabilityError,
+    check_stack_stopped,
+    holds_only_first_start,
     import_bundle,
     restore,
     write_bundle,
 )
-from vdo_kernel.store import JobStore
+from vdo_kernel.relay import RELAY_LOCK_KEY
+from vdo_kernel.store import JobStore, StoredJobEvent
 
 PASSING = {
     Step.PLAN: Outcome.OK,
@@ -160,6 +166,78 @@ def test_a_restore_refuses_a_deployment_that_is_not_empty(target: Deployment, ba
     ):
         restore(target.store, target.blobs, bundle)
     assert target.store.max_position() == 15
+
+
+def test_a_restore_over_a_first_start_replaces_it_and_only_that(
+    source: Deployment, target: Deployment, backup: Path, tmp_path: Path
+) -> None:
+    made = ensure_admin(target.store, tmp_path / "target-home")
+    assert made.outcome is AdminOutcome.CREATED
+    first_start = target.rows()
+    assert len(first_start) == 2
+    assert holds_only_first_start(target.store)
+    # Without being asked to, a restore refuses it, and says what to do.
+    with (
+        open_bundle(backup) as bundle,
+        pytest.raises(PortabilityError, match=r"stop the stack and run `vdo restore FILE`"),
+    ):
+        restore(target.store, target.blobs, bundle)
+    # A relay running on the store (its stack is up) is refused, and nothing changes.
+    with psycopg.connect(target.database_url, autocommit=True) as relay:
+        relay.execute("SELECT pg_advisory_lock(%s)", (RELAY_LOCK_KEY,))
+        with pytest.raises(PortabilityError, match=r"the stack of this deployment is running"):
+            check_stack_stopped(target.store)
+        with (
+            open_bundle(backup) as bundle,
+            pytest.raises(PortabilityError, match=r"stack of this deployment is running"),
+        ):
+            restore(target.store, target.blobs, bundle, over_first_start=True)
+    assert target.rows() == first_start
+    check_stack_stopped(target.store)
+
+    with open_bundle(backup) as bundle:
+        result = restore(target.store, target.blobs, bundle, over_first_start=True)
+    assert (result.outcome, result.replaced_first_start) == (Loaded.IMPORTED, 2)
+    # The log is the backup's, positions from 1, bit for bit; and appends carry on after it.
+    assert target.rows() == source.rows()
+    assert target.store.read(0, 1)[0].position == 1
+    assert not holds_only_first_start(target.store)
+    target.add_job("after")
+    assert target.store.max_position() == source.store.max_position() + 15
+
+
+def test_a_restore_over_more_than_a_first_start_is_refused(
+    target: Deployment, backup: Path, tmp_path: Path
+) -> None:
+    ensure_admin(target.store, tmp_path / "target-home")
+    # Anything more than the first start: another user, or another token of the admin's.
+    target.store.save(User.add(name="ada", role=Role.MEMBER, by="admin"))
+    assert not holds_only_first_start(target.store)
+    before = target.rows()
+    with (
+        open_bundle(backup) as bundle,
+        pytest.raises(PortabilityError, match=r"not empty: its event store holds 3 events"),
+    ):
+        restore(target.store, target.blobs, bundle, over_first_start=True)
+    assert target.rows() == before
+
+
+def test_only_what_a_first_start_writes_counts_as_one(store: JobStore, tmp_path: Path) -> None:
+    assert not holds_only_first_start(store)  # empty
+    ensure_admin(store, tmp_path, admin_token="vdo_" + "t" * 40)
+    events = store.read(0)
+    assert made_at_first_start(events)
+    admin = store.get_user("admin")
+    assert admin is not None
+    by_hand = Token.create("vdo_" + "u" * 40, user=admin, name="laptop", by="admin")
+    assert not made_at_first_start([*events, *_stored(store, by_hand)])
+    assert not made_at_first_start(events[1:])
+    assert not made_at_first_start(events[:1])
+
+
+def _stored(store: JobStore, token: Token) -> list[StoredJobEvent]:
+    store.save(token)
+    return store.read(store.max_position() - 1)
 
 
 def test_an_export_imports_once_and_only_where_the_log_ends(

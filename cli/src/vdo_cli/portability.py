@@ -1,4 +1,11 @@
-"""`vdo backup`, `restore`, `export` and `import`: move a deployment's history through bundles."""
+"""`vdo backup`, `restore`, `export` and `import`: move a deployment's history through bundles.
+
+`vdo restore` also goes into a deployment that holds nothing but what its first start wrote (its
+first admin and that admin's token), with its stack stopped: the restored history replaces them,
+the stream is recreated so the relay publishes the restored log from its start, the read models
+are rebuilt, and the restored users and tokens are the deployment's from then on. A stopped
+deployment's embedded PostgreSQL and NATS are started for the restore, and stopped after it.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +14,28 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 from rich.markup import escape
 
 from vdo_cli.client import ClientError, database_url, read_stack_file, redact_url
 from vdo_cli.views import make_console
 from vdo_kernel.blobs import BlobStore
+from vdo_kernel.bootstrap import admins, token_file
 from vdo_kernel.bundle import BundleError, Manifest, VerifiedBundle, open_bundle
 from vdo_kernel.portability import (
     Loaded,
     LoadResult,
     PortabilityError,
+    check_stack_stopped,
+    holds_only_first_start,
     import_bundle,
     restore,
     write_bundle,
@@ -73,26 +85,47 @@ def export_command(
 
 
 def restore_command(file: BundleFile) -> None:
-    """Restore a backup into an empty deployment.
+    """Restore a backup into an empty deployment, or one that holds only its first admin.
 
     Checks the whole bundle first, then loads the events with their positions, writes the
-    blobs, recreates the stream and rebuilds the read models. Running it again is harmless."""
+    blobs, recreates the stream and rebuilds the read models. Running it again is harmless.
+    A deployment whose first start made its first admin (and nothing else) is restored into
+    with its stack stopped: the backup's users and tokens replace that admin and its token."""
     with _reporting_errors():
         settings = _settings()
-        url = database_url(settings)
         console = make_console()
         started = time.monotonic()
-        with _verified(file, settings.home) as bundle, _store(url) as store:
+        with (
+            _verified(file, settings.home) as bundle,
+            _servers(settings, console) as servers,
+            _store(servers.database_url) as store,
+        ):
             console.print(f"verified {file}: {_describe(bundle.manifest)}", markup=False)
-            result = restore(store, BlobStore(settings.blobs_dir), bundle)
-        console.print(_loaded(result, "restored"), markup=False)
-        # The stream is made (or NATS found unreachable, which takes its connect timeout)
-        # while the read models are rebuilt: neither needs the other.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vdo-stream") as pool:
-            stream = pool.submit(_ensure_stream, settings)
-            rebuilt = _rebuild(url)
-            console.print(stream.result(), markup=False)
-        console.print(rebuilt, markup=False)
+            over_first_start = holds_only_first_start(store)
+            if over_first_start:
+                # Before anything changes: a running stack is refused, and the stream (which
+                # holds the first start's events under the positions the restored ones take)
+                # is recreated; if the load then fails, the relay republishes what is there.
+                check_stack_stopped(store)
+                stream = _recreate_stream(servers, settings, console)
+            result = restore(
+                store, BlobStore(settings.blobs_dir), bundle, over_first_start=over_first_start
+            )
+            console.print(_loaded(result, "restored"), markup=False)
+            if result.replaced_first_start:
+                console.print(stream, markup=False)
+                console.print(_rebuild(servers.database_url), markup=False)
+            else:
+                # The stream is made (or NATS found unreachable, which takes its connect
+                # timeout) while the read models are rebuilt: neither needs the other.
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vdo-stream") as pool:
+                    ensured = pool.submit(_ensure_stream, servers.nats_url, settings)
+                    rebuilt = _rebuild(servers.database_url)
+                    console.print(ensured.result(), markup=False)
+                console.print(rebuilt, markup=False)
+            if result.replaced_first_start:
+                for line in _now_in_force(settings, store, result):
+                    console.print(line, markup=False)
         console.print(f"done in {time.monotonic() - started:.1f} s", markup=False)
 
 
@@ -187,12 +220,154 @@ def _store(url: str) -> Iterator[JobStore]:
         store.close()
 
 
-def _ensure_stream(settings: Settings) -> str:
-    """Create the event stream if NATS answers; otherwise the stack creates it when it starts."""
-    url = settings.nats_url
+class _Server(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass
+class _Servers:
+    """Where the deployment's event store and NATS are, for one command; the embedded servers
+    of a stopped stack, started for it, are stopped at the end."""
+
+    database_url: str
+    nats_url: str | None
+    # The stopped stack's own embedded NATS, which `nats` starts when the stream must change.
+    embedded_nats: Path | None = None
+    started: list[_Server] = field(default_factory=list)
+
+    def nats(self, console: Console | None = None) -> str | None:
+        if self.nats_url is None and self.embedded_nats is not None:
+            from vdo_cli.embedded import EmbeddedNats
+
+            server = EmbeddedNats(self.embedded_nats)
+            server.start()
+            self.started.append(server)
+            self.nats_url = server.url
+            if console is not None:
+                console.print(
+                    f"started the stopped stack's embedded NATS ({self.embedded_nats})",
+                    markup=False,
+                )
+        return self.nats_url
+
+
+@contextmanager
+def _servers(settings: Settings, console: Console) -> Iterator[_Servers]:
+    """VDO_DATABASE_URL and VDO_NATS_URL, else the running stack's, else (the stack stopped)
+    the embedded servers in VDO_HOME, started for this command."""
+    stack = read_stack_file(settings.home)
+    url = settings.database_url or (stack.database_url if stack else None)
+    nats_url = settings.nats_url or (stack.nats_url if stack else None)
+    nats_dir = settings.home / "nats"
+    servers = _Servers(
+        database_url="",
+        nats_url=nats_url,
+        embedded_nats=nats_dir if nats_url is None and (nats_dir / "jetstream").is_dir() else None,
+    )
+    try:
+        if url is None:
+            postgres_dir = settings.home / "postgres"
+            if not (postgres_dir / "data" / "PG_VERSION").is_file():
+                url = database_url(settings)  # no deployment here: its clear error
+            else:
+                from vdo_cli.embedded import EmbeddedPostgres
+
+                postgres = EmbeddedPostgres(postgres_dir)
+                try:
+                    postgres.start()
+                except RuntimeError as exc:
+                    raise ClientError(
+                        f"the stack in {settings.home} is stopped and its embedded PostgreSQL "
+                        f"did not start: {exc}"
+                    ) from exc
+                servers.started.append(postgres)
+                url = postgres.url
+                console.print(
+                    f"the stack is stopped: started its embedded PostgreSQL ({postgres_dir})",
+                    markup=False,
+                )
+        servers.database_url = url
+        yield servers
+    finally:
+        for server in reversed(servers.started):
+            server.stop()
+
+
+def _recreate_stream(servers: _Servers, settings: Settings, console: Console) -> str:
+    """Delete the event stream and make it again, empty, so that the relay publishes the log
+    from its start and no duplicate window drops a restored event for a replaced one's id."""
+    url = servers.nats(console)
     if url is None:
-        stack = read_stack_file(settings.home)
-        url = stack.nats_url if stack else None
+        raise ClientError(
+            "the deployment's NATS is not known (VDO_NATS_URL is not set and there is no "
+            f"embedded NATS in {settings.home / 'nats'}): its stream holds the events being "
+            "replaced and must be recreated; set VDO_NATS_URL and try again (nothing was changed)"
+        )
+
+    async def recreate() -> None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        from vdo_kernel.bus import ensure_stream, server_urls
+        from vdo_kernel.subjects import STREAM
+
+        nc = await nats.connect(
+            servers=server_urls(url),
+            name="vdo-restore",
+            connect_timeout=NATS_CONNECT_SECONDS,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+        )
+        try:
+            js = nc.jetstream()
+            with suppress(NotFoundError):
+                await js.delete_stream(STREAM)
+            await ensure_stream(js, replicas=settings.stream_replicas)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(recreate())
+    except Exception as exc:
+        raise ClientError(
+            f"NATS at {redact_url(url)} could not recreate the event stream "
+            f"({type(exc).__name__}: {exc}); it holds the events being replaced, so nothing was "
+            "changed: start NATS (or set VDO_NATS_URL) and try again"
+        ) from exc
+    return (
+        f"the event stream on {redact_url(url)} was recreated: the relay publishes the restored "
+        "log from its start"
+    )
+
+
+def _now_in_force(settings: Settings, store: JobStore, result: LoadResult) -> list[str]:
+    """What changed for who may use the deployment, and how to get in now."""
+    lines = [
+        f"replaced this deployment's first start ({result.replaced_first_start} events: its "
+        "first admin and that admin's token): the restored deployment's own users and tokens "
+        "are in force now, and this deployment's former admin token no longer works"
+    ]
+    kept = token_file(settings.home)
+    if kept.exists():
+        kept.unlink()
+        lines.append(f"removed {kept}, which held that former token")
+    found = admins(store)
+    if found:
+        lines.append(
+            f"to get in, use a token of the backup's deployment (admins: {', '.join(found)}): "
+            f"copy its admin-token file to {kept}, or set VDO_TOKEN; the next `vdo up` makes no "
+            "new admin (VDO_ADMIN_TOKEN counts only if it is one of the restored tokens)"
+        )
+    else:
+        lines.append(
+            "the backup has no admin: the next `vdo up` makes a first admin and shows its token "
+            "(or set VDO_ADMIN_TOKEN to choose it)"
+        )
+    return lines
+
+
+def _ensure_stream(url: str | None, settings: Settings) -> str:
+    """Create the event stream if NATS answers; otherwise the stack creates it when it starts."""
     if url is None:
         return "no NATS configured or running: the stream is created when the stack starts"
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vdo_kernel.domain import PIPELINE, REJECTING_OUTCOMES, STEP_PHASE, Outcome, Phase, Status, Step
+from vdo_kernel.figures import SCRIPTED_LABEL, is_scripted, latency, tokens_text, usd
+from vdo_kernel.figures import number as _float
+from vdo_kernel.figures import whole_number as _int
 
 JSON = dict[str, Any]
 
@@ -290,42 +293,6 @@ def call_result(data: JSON) -> str:
     )
 
 
-# How a step, a call or a route made by the built-in scripted model (no AI model configured)
-# is labelled wherever it is shown.
-SCRIPTED_LABEL = "[scripted model]"
-
-
-def is_scripted(model: object) -> bool:
-    """Whether a model's name (provider:model, or a step's ``details.model``) is the built-in
-    scripted model's."""
-    return isinstance(model, str) and model.strip().lower().startswith("scripted")
-
-
-def usd(value: float | None) -> str:
-    """Money as people read it: cents from a dollar up; below, down to a hundredth of a cent
-    (model calls often cost less than a cent)."""
-    if value is None:
-        return "-"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    whole, _, decimals = f"{value:.4f}".partition(".")
-    decimals = decimals.rstrip("0").ljust(2, "0")
-    return f"${whole}.{decimals}"
-
-
-def tokens_text(value: object) -> str:
-    number = _int(value)
-    return f"{number:,}" if number is not None else "-"
-
-
-def latency(value: object) -> str:
-    """Milliseconds as milliseconds under a second, seconds above."""
-    milliseconds = _float(value)
-    if milliseconds is None:
-        return "-"
-    return f"{milliseconds:.0f} ms" if milliseconds < 1000 else f"{milliseconds / 1000:.1f} s"
-
-
 def _call_name(data: JSON) -> str:
     return f"call {data.get('call', '?')} try {data.get('try_number', '?')}"
 
@@ -347,16 +314,6 @@ def _step(data: JSON) -> Step | None:
         return Step(str(data.get("step")))
     except ValueError:
         return None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
 
 
 def _clip(text: str) -> str:

@@ -12,18 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from vdo_cli.progress import (
-    SCRIPTED_LABEL,
-    JobProgress,
-    PhaseState,
-    describe,
-    is_scripted,
-    latency,
-    outcome_is_good,
-    tokens_text,
-    usd,
-)
+from vdo_cli.progress import JobProgress, PhaseState, describe, outcome_is_good
 from vdo_kernel.domain import Phase, Status
+from vdo_kernel.figures import SCRIPTED_LABEL, is_scripted, latency, tokens_text, usd
 
 JSON = dict[str, Any]
 

@@ -16,8 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from vdo_cli.client import EVENTS_PATH, EventQuery, Gateway, GatewayUnreachable
-from vdo_cli.progress import JobProgress, position, usd
+from vdo_cli.progress import JobProgress, position
 from vdo_cli.views import event_line, phases_table, status_text
+from vdo_kernel.figures import usd
 
 JSON = dict[str, Any]
 

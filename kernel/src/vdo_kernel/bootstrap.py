@@ -6,6 +6,9 @@ the token to ``<VDO_HOME>/admin-token``, readable by its owner only, for the CLI
 shows it once. ``VDO_ADMIN_TOKEN`` gives that token instead of a generated one (then no file is
 written: whoever set it has it). A deployment with an admin is left as it is: restarting never
 writes anything, so a restored or migrated log stays exactly the source's.
+
+A log that holds nothing but what a first start wrote (`made_at_first_start`) may be replaced
+whole by a restore (`vdo restore`, with the stack stopped): nothing but the first admin is lost.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import enum
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,7 +33,7 @@ from vdo_kernel.accounts import (
     token_digest,
     token_id_of,
 )
-from vdo_kernel.store import JobStore
+from vdo_kernel.store import JobStore, StoredJobEvent
 
 FIRST_ADMIN: Final = "admin"
 # Who the first admin's events say made them.
@@ -102,16 +106,16 @@ def ensure_admin(
                     Outcome.PRESENT,
                     f"VDO_ADMIN_TOKEN is token {known.token_id} of user {known.user_name}",
                 )
-        admins = _admins(store)
-        if admins:
+        found = admins(store)
+        if found:
             if admin_token is not None:
                 return AdminBootstrap(
                     Outcome.IGNORED,
                     "VDO_ADMIN_TOKEN is set, but this deployment has admins already "
-                    f"({', '.join(admins)}) and it is not one of their tokens: it is ignored "
+                    f"({', '.join(found)}) and it is not one of their tokens: it is ignored "
                     "(an admin makes tokens with `vdo token create`)",
                 )
-            return AdminBootstrap(Outcome.PRESENT, f"admins: {', '.join(admins)}")
+            return AdminBootstrap(Outcome.PRESENT, f"admins: {', '.join(found)}")
         if admin_token is None and not generate:
             return AdminBootstrap(
                 Outcome.NONE,
@@ -121,7 +125,8 @@ def ensure_admin(
         return _create(store, home, admin_token)
 
 
-def _admins(store: JobStore) -> list[str]:
+def admins(store: JobStore) -> list[str]:
+    """The names of the users who are admins now, sorted."""
     names = [
         str(event.data["name"]) for event in store.account_events() if event.type == "UserAdded"
     ]
@@ -131,6 +136,24 @@ def _admins(store: JobStore) -> list[str]:
         if user is not None and user.role is Role.ADMIN:
             admins.append(name)
     return sorted(admins)
+
+
+def made_at_first_start(events: Sequence[StoredJobEvent]) -> bool:
+    """Whether these events (a whole log, in order) are exactly what a first start writes into
+    an empty store: the first admin added, then its token, nothing else and nobody else's."""
+    if not events or events[0].type != "UserAdded":
+        return False
+    first = events[0].data
+    if (first.get("name"), first.get("role"), first.get("by")) != (FIRST_ADMIN, Role.ADMIN, BY):
+        return False
+    tokens = events[1:]
+    return bool(tokens) and all(
+        event.type == "TokenCreated"
+        and event.data.get("by") == BY
+        and event.data.get("user_name") == FIRST_ADMIN
+        and event.data.get("name") in (GENERATED_TOKEN_NAME, GIVEN_TOKEN_NAME)
+        for event in tokens
+    )
 
 
 def _create(store: JobStore, home: Path, admin_token: str | None) -> AdminBootstrap:

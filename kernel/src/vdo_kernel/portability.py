@@ -5,6 +5,10 @@ they reference. Loading one is all or nothing for the events (one transaction, o
 positions kept) and idempotent for the blobs, so loading the same bundle again, or after a crash
 half-way, ends in the same state. Rebuilding the read models and recreating the stream are the
 caller's steps: the kernel holds neither the projector nor a bus connection here.
+
+A restore goes into an empty store, or, when its caller says so (`vdo restore`, with the stack
+stopped), into one that holds nothing but what its first start wrote (its first admin and that
+admin's token): those events are removed in the transaction that loads the bundle's.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.utils import get_topic
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 from vdo_kernel import __version__
 from vdo_kernel.blobs import BlobStore
+from vdo_kernel.bootstrap import made_at_first_start
 from vdo_kernel.bundle import (
     BundleError,
     BundleWriter,
@@ -37,7 +44,8 @@ from vdo_kernel.bundle import (
     VerifiedBundle,
 )
 from vdo_kernel.domain import Job
-from vdo_kernel.store import JobStore
+from vdo_kernel.relay import RELAY_LOCK_KEY
+from vdo_kernel.store import JobStore, StoredJobEvent
 
 # Artifacts that are JSON manifests {relative path: digest} of further blobs.
 MANIFEST_ARTIFACTS = ("files", "tests")
@@ -45,6 +53,9 @@ _FINISHED_TOPIC = get_topic(Job.StepFinished)
 _CALL_FINISHED_TOPIC = get_topic(Job.ModelCallFinished)
 _FETCH_ROWS = 5_000
 _LOCK_TIMEOUT_SECONDS = 30
+# A first start writes two events (the first admin and its token); a log longer than this is
+# not one to look through for that.
+_FIRST_START_MAX_EVENTS = 20
 
 
 class PortabilityError(Exception):
@@ -62,6 +73,8 @@ class LoadResult:
     manifest: Manifest
     blobs_written: int
     seconds: float
+    # How many events of the deployment's first start the restore replaced (0: none).
+    replaced_first_start: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,16 +196,31 @@ def _blob_bytes(blobs: BlobStore, digest: str, ref: ArtifactRef) -> bytes:
 # ---- loading a bundle -----------------------------------------------------------------------
 
 
-def restore(store: JobStore, blobs: BlobStore, bundle: VerifiedBundle) -> LoadResult:
+def restore(
+    store: JobStore, blobs: BlobStore, bundle: VerifiedBundle, *, over_first_start: bool = False
+) -> LoadResult:
     """Load a bundle of the whole log into an empty store (or finish loading it, when the
-    store already holds exactly its events)."""
+    store already holds exactly its events).
+
+    ``over_first_start``: a store that holds only what its first start wrote counts as empty,
+    and those events are replaced by the bundle's; for a caller that has made sure the stack is
+    stopped (a running relay is found and refused anyway), and that then recreates the stream
+    and rebuilds the read models, which still reflect the replaced events."""
     manifest = bundle.manifest
     if manifest.since != 0:
         raise PortabilityError(
             f"this bundle holds only the events after position {manifest.since} (an export); "
             f"load it with `vdo import` into a deployment whose log ends at {manifest.since}"
         )
-    return _load(store, blobs, bundle)
+    return _load(store, blobs, bundle, over_first_start=over_first_start)
+
+
+def holds_only_first_start(store: JobStore) -> bool:
+    """Whether the store's whole log is what its first start wrote (see `bootstrap`)."""
+    end = store.max_position()
+    if not 0 < end <= _FIRST_START_MAX_EVENTS:
+        return False
+    return made_at_first_start(store.read(0, _FIRST_START_MAX_EVENTS))
 
 
 def import_bundle(store: JobStore, blobs: BlobStore, bundle: VerifiedBundle) -> LoadResult:
@@ -200,28 +228,66 @@ def import_bundle(store: JobStore, blobs: BlobStore, bundle: VerifiedBundle) -> 
     return _load(store, blobs, bundle)
 
 
-def _load(store: JobStore, blobs: BlobStore, bundle: VerifiedBundle) -> LoadResult:
+def check_stack_stopped(store: JobStore) -> None:
+    """PortabilityError while a relay runs on this store (its stack is running)."""
+    with store.recorder.datastore.get_connection() as conn, conn.transaction():
+        _require_no_relay(conn)
+
+
+def _require_no_relay(conn: psycopg.Connection[Any]) -> None:
+    # The relay holds this lock as long as it runs; taken here until the transaction ends, it
+    # also keeps a relay from starting meanwhile.
+    row = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS free", (RELAY_LOCK_KEY,)).fetchone()
+    if not (row and row["free"]):
+        raise PortabilityError(
+            "the stack of this deployment is running (its relay is publishing from the event "
+            "store): stop it, then restore"
+        )
+
+
+def _load(
+    store: JobStore, blobs: BlobStore, bundle: VerifiedBundle, *, over_first_start: bool = False
+) -> LoadResult:
     started = time.monotonic()
     manifest = bundle.manifest
     _check_references(store, bundle)
     if _holds(store, manifest):
         written = _write_blobs(blobs, bundle)
         return LoadResult(Loaded.ALREADY_PRESENT, manifest, written, time.monotonic() - started)
-    _check_target(store.max_position(), manifest)
-    written = _copy_events(store, bundle, lambda: _write_blobs(blobs, bundle))
-    return LoadResult(Loaded.IMPORTED, manifest, written, time.monotonic() - started)
+    end = store.max_position()
+    if end != manifest.since:
+        first_start = manifest.since == 0 and holds_only_first_start(store)
+        if not (over_first_start and first_start):
+            _check_target(end, manifest, first_start=first_start)
+    written, replaced = _copy_events(
+        store, bundle, lambda: _write_blobs(blobs, bundle), over_first_start=over_first_start
+    )
+    return LoadResult(
+        Loaded.IMPORTED,
+        manifest,
+        written,
+        time.monotonic() - started,
+        replaced_first_start=replaced,
+    )
 
 
-def _check_target(max_position: int, manifest: Manifest) -> None:
+def _check_target(max_position: int, manifest: Manifest, *, first_start: bool = False) -> None:
     if max_position == manifest.since:
         return
+    if manifest.since == 0 and first_start:
+        raise PortabilityError(
+            f"this deployment is not empty: its event store holds {max_position} events, its "
+            "first admin and that admin's token, made at its first start with authentication "
+            "on; to restore over them (they are replaced by the backup's users and tokens), "
+            "stop the stack and run `vdo restore FILE` against this deployment, then start it "
+            "again and use a token of the backup's deployment; or restore into a deployment "
+            "started with VDO_AUTH=off that has never started with authentication on"
+        )
     if manifest.since == 0:
         raise PortabilityError(
             f"this deployment is not empty: its event store holds {max_position} events "
             f"(positions 1..{max_position}), and a restore only goes into an empty one; "
-            "restore into a fresh deployment, or use `vdo export`/`vdo import` to add events "
-            "(a first start with authentication on makes the first admin, as events: restore "
-            "before the first `vdo up`, or into a deployment started with VDO_AUTH=off)"
+            "restore into a fresh deployment, or use `vdo export`/`vdo import` to add events"
         )
     raise PortabilityError(
         f"this export continues a log that ends at position {manifest.since}, but this "
@@ -323,13 +389,21 @@ def _write_file(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def _copy_events(store: JobStore, bundle: VerifiedBundle, write_blobs: Callable[[], int]) -> int:
+def _copy_events(
+    store: JobStore,
+    bundle: VerifiedBundle,
+    write_blobs: Callable[[], int],
+    *,
+    over_first_start: bool = False,
+) -> tuple[int, int]:
     """All the bundle's events in one transaction, with their positions, under the lock every
-    append takes, so no append can interleave and the log stays gapless.
+    append takes, so no append can interleave and the log stays gapless (with
+    `over_first_start`, the first start's events removed first, in the same transaction).
 
     The blobs are written (by `write_blobs`, in a thread) while the database takes the events,
     and the transaction commits only once they are durable: once the events are committed,
-    everything they reference is there. Returns what `write_blobs` returned.
+    everything they reference is there. Returns what `write_blobs` returned and how many
+    events were replaced.
     """
     manifest = bundle.manifest
     table = _events_table(store)
@@ -348,9 +422,14 @@ def _copy_events(store: JobStore, bundle: VerifiedBundle, write_blobs: Callable[
             SQL("SELECT COALESCE(MAX(notification_id), 0) AS max FROM {}").format(table)
         ).fetchone()
         current = int(row["max"]) if row else 0
+        replaced = 0
         if current != manifest.since:
-            # Someone appended between the check and the lock.
-            _check_target(current, manifest)
+            first_start = manifest.since == 0 and _first_start_locked(conn, store, current)
+            if not (over_first_start and first_start):
+                # Someone appended between the check and the lock.
+                _check_target(current, manifest, first_start=first_start)
+            _remove_first_start(conn, store)
+            replaced = current
         # If the COPY fails, leaving the block waits for the blobs (harmless, content-addressed)
         # and the error goes on; if writing them fails, the events are rolled back.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vdo-blobs") as pool:
@@ -361,7 +440,7 @@ def _copy_events(store: JobStore, bundle: VerifiedBundle, write_blobs: Callable[
                         pipe.write(chunk)
             written = blobs_written.result()
         if manifest.counts.events == 0:
-            return written
+            return written, replaced
         # The column's sequence is not what numbers events, but keep it past the positions.
         conn.execute(
             SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)"),
@@ -369,7 +448,36 @@ def _copy_events(store: JobStore, bundle: VerifiedBundle, write_blobs: Callable[
         )
         # Wake the relay of a running deployment, as every append does.
         conn.execute("SELECT pg_notify(%s, '')", (store.recorder.channel_name,))
-    return written
+    return written, replaced
+
+
+def _first_start_locked(conn: psycopg.Connection[Any], store: JobStore, end: int) -> bool:
+    """`holds_only_first_start`, read inside the loading transaction (under its lock)."""
+    if not 0 < end <= _FIRST_START_MAX_EVENTS:
+        return False
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM {} ORDER BY notification_id"
+            ).format(_events_table(store))
+        ).fetchall()
+    events: list[StoredJobEvent] = [store.decode_row(row) for row in rows]
+    return made_at_first_start(events)
+
+
+def _remove_first_start(conn: psycopg.Connection[Any], store: JobStore) -> None:
+    """Remove the first start's events (and any tracking record of them), refusing while a
+    relay runs: it has published them and would not publish the restored events that take
+    their positions."""
+    _require_no_relay(conn)
+    conn.execute(SQL("DELETE FROM {}").format(_events_table(store)))
+    conn.execute(
+        SQL("DELETE FROM {}.{}").format(
+            Identifier(store.recorder.datastore.schema),
+            Identifier(store.recorder.tracking_table_name),
+        )
+    )
 
 
 def _events_table(store: JobStore) -> Composed:

@@ -95,3 +95,10 @@ LIVE_LOG_PREFIX: Final = "vdo.log"
 
 def live_log_subject(job_id: object) -> str:
     return f"{LIVE_LOG_PREFIX}.{job_id}"
+
+
+# Admin requests answered on core NATS (request/reply), outside the stream: asking the projector
+# to check the live read models against the log (`POST /api/admin/verify`). Its replicas answer
+# in one queue group, so each request is answered once.
+ADMIN_VERIFY: Final = "vdo.admin.verify"
+VERIFY_QUEUE: Final = "projector-verify"

@@ -23,16 +23,21 @@ import httpx
 import psycopg
 import pytest
 from pydantic import SecretStr
+from services.gateway.tests.apps import add_user
 from tests.harness import ADMIN_TOKEN
 
 from vdo_gateway.app import create_app
 from vdo_gateway.resources import Bus
 from vdo_gateway.settings import GatewaySettings
+from vdo_kernel import readmodels
+from vdo_kernel.accounts import Role
 from vdo_kernel.blobs import BlobStore
+from vdo_kernel.bus import connect
 from vdo_kernel.domain import Job, Outcome, Step
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
 from vdo_projector.projection import Projection, checksums
+from vdo_projector.service import answer_verify_requests
 
 GZIP = {"Content-Type": "application/gzip"}
 KIB = 1024
@@ -264,7 +269,9 @@ async def test_a_restore_into_a_deployment_that_made_its_first_admin_says_why_it
     async with serving(make_database(), nats_url, tmp_path / "fresh") as fresh:
         response = await fresh.client.post("/api/admin/restore", content=backup, headers=GZIP)
         assert response.status_code == 409
-        assert "first start with authentication on" in response.json()["detail"]
+        detail = response.json()["detail"]
+        assert "first start with authentication on" in detail
+        assert "stop the stack and run `vdo restore FILE`" in detail
         assert fresh.store.max_position() == 2
 
 
@@ -431,3 +438,103 @@ async def test_a_bundle_over_the_limit_is_refused_while_it_arrives(
                 assert f"limit of {limit} bytes" in response.json()["detail"]
         assert small.store.max_position() == before
         assert small.leftovers() == []
+
+
+# ---- verify --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def projector_answering(nats_url: str, database_url: str) -> AsyncIterator[None]:
+    """The projector's answer to verify requests, as its process runs it."""
+    nc = await connect(nats_url, name="test-projector")
+    try:
+        await answer_verify_requests(nc, database_url)
+        yield
+    finally:
+        await nc.close()
+
+
+async def test_verify_says_equal_then_names_each_row_that_was_tampered_with(
+    source: Deployment, nats_url: str
+) -> None:
+    source.add_job("first")
+    source.add_job("second")
+    projection = Projection(source.database_url)
+    projection.catch_up()
+    projection.close()
+    end = source.store.max_position()
+    async with projector_answering(nats_url, source.database_url):
+        response = await source.client.post("/api/admin/verify")
+        assert response.status_code == 200, response.text
+        report = response.json()
+        assert (report["equal"], report["position"], report["problem"]) == (True, end, None)
+        assert [t["table"] for t in report["tables"]] == list(readmodels.TABLES)
+        assert all(t["equal"] and t["rows"] == [] for t in report["tables"])
+        assert all(t["live_checksum"] == t["replayed_checksum"] for t in report["tables"])
+
+        with psycopg.connect(source.database_url, autocommit=True) as conn:
+            (job_id,) = conn.execute(
+                "UPDATE vdo_read.jobs SET title = 'tampered' WHERE title = 'first' RETURNING id"
+            ).fetchone() or (None,)
+            conn.execute(
+                "DELETE FROM vdo_read.steps WHERE job_id = %s AND step = 'build'", (job_id,)
+            )
+        response = await source.client.post("/api/admin/verify")
+        assert response.status_code == 200, response.text
+        report = response.json()
+        assert report["equal"] is False
+        tables = {t["table"]: t for t in report["tables"]}
+        jobs, steps = tables.pop("jobs"), tables.pop("steps")
+        assert all(t["equal"] for t in tables.values())
+        assert (jobs["equal"], jobs["different"], jobs["missing"], jobs["extra"]) == (
+            False,
+            1,
+            0,
+            0,
+        )
+        (row,) = jobs["rows"]
+        assert (row["kind"], row["key"]) == ("different", {"id": str(job_id)})
+        assert row["columns"]["title"] == ["tampered", "first"]
+        assert (steps["equal"], steps["missing"], steps["different"]) == (False, 1, 0)
+        assert steps["rows"][0]["kind"] == "missing"
+        assert steps["rows"][0]["key"]["job_id"] == str(job_id)
+    # Nothing was changed by the check: the tampered row is still there.
+    with psycopg.connect(source.database_url) as conn:
+        titles = conn.execute("SELECT title FROM vdo_read.jobs ORDER BY title").fetchall()
+    assert titles == [("second",), ("tampered",)]
+
+
+async def test_verify_without_a_projector_answers_503_and_says_what_to_do(
+    source: Deployment,
+) -> None:
+    response = await source.client.post("/api/admin/verify")
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert "no projector is running to answer" in detail
+    assert "vdo replay --verify" in detail
+
+
+async def test_verify_is_for_admins_only(source: Deployment, nats_url: str) -> None:
+    token = add_user(source.store, "vic", Role.VIEWER)
+    async with projector_answering(nats_url, source.database_url):
+        response = await source.client.post(
+            "/api/admin/verify", headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 403, response.text
+
+
+async def test_a_verify_that_fails_in_the_projector_answers_500_with_its_reason(
+    source: Deployment, nats_url: str, make_database: Callable[[], str]
+) -> None:
+    # A projector on read models the check cannot read (their version's record damaged).
+    damaged = make_database()
+    with psycopg.connect(damaged, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA vdo_read")
+        conn.execute("CREATE TABLE vdo_read.tracking (position bigint)")
+        conn.execute("CREATE TABLE vdo_read.schema_version (damaged integer)")
+    async with projector_answering(nats_url, damaged):
+        response = await source.client.post("/api/admin/verify")
+    assert response.status_code == 500, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("verifying the read models failed: ")
+    assert 'column "version" does not exist' in detail

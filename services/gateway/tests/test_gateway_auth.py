@@ -249,6 +249,8 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("GET", "/api/admin/backup"): (plain("/api/admin/backup"), admin_only(200)),
     ("GET", "/api/admin/export"): (plain("/api/admin/export?since=1"), admin_only(200)),
     ("GET", "/api/admin/providers"): (plain("/api/admin/providers"), admin_only(200)),
+    # No projector runs here to answer: an admin gets as far as asking one (503 says so).
+    ("POST", "/api/admin/verify"): (plain("/api/admin/verify"), admin_only(503)),
     # An upload must be a bundle (an admin gets that far).
     ("POST", "/api/admin/restore"): (
         plain("/api/admin/restore", content=b"x", headers=GZIP),
@@ -264,6 +266,7 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("GET", "/api/jobs/{job_id}/artifacts/file"): (job_call("/artifacts/file?path=a"), JOB_SEEN),
     ("GET", "/api/jobs/{job_id}/diff"): (job_call("/diff"), JOB_SEEN),
     ("GET", "/api/jobs/{job_id}/logs"): (job_call("/logs"), JOB_SEEN),
+    ("GET", "/api/jobs/{job_id}/audit"): (job_call("/audit"), JOB_READ),
     # Acting on a job: its submitter or an admin (a viewer never; the job's state may refuse).
     ("POST", "/api/jobs/{job_id}/cancel"): (job_call("/cancel", {"reason": "test"}), JOB_ACTED),
     ("POST", "/api/jobs/{job_id}/retry"): (job_call("/retry", {"from": "planning"}), JOB_ACTED),

@@ -621,6 +621,88 @@ class JobEvents(BaseModel):
     items: list[EventPublic]
 
 
+class AuditStepPublic(BaseModel):
+    """One step of one attempt, as its events tell it."""
+
+    step: str
+    attempt: int
+    phase: str
+    workers: list[str] = Field(description="who started it, then who resumed it, if anyone")
+    started: datetime | None
+    finished: datetime | None
+    result: str = Field(description="its outcome, or 'could not be done', or 'no result'")
+    summary: str
+    failed_reason: str | None
+    resumed: int = Field(description="how many times another worker took it up again")
+    scripted: bool = Field(description="the built-in scripted model made it")
+    artifacts: dict[str, str] = Field(description="artifact name -> blob sha256")
+    details: dict[str, Any]
+
+
+class AuditCallPublic(BaseModel):
+    """One try of one model call: a retry or a fallback is another try of the same call."""
+
+    key: str
+    step: str
+    attempt: int
+    call: int
+    try_number: int
+    route: str = Field(description="provider:model")
+    headline: str = Field(description="which try this was and why, in words")
+    outcome: str | None = Field(description="none while it has no result")
+    result: str
+    reserved_usd: float = Field(description="what it held of the budget while it ran")
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    latency_ms: float
+    started: datetime | None
+    finished: datetime | None
+    note: str
+
+
+class AuditEventPublic(BaseModel):
+    position: int
+    timestamp: datetime
+    type: str
+    text: str = Field(description="the event in a sentence")
+    data: dict[str, Any]
+
+
+class AuditArtifactPublic(BaseModel):
+    step: str
+    attempt: int
+    name: str
+    sha256: str
+
+
+class JobAuditPublic(BaseModel):
+    """A job's complete history from the event log: who submitted it, every step, every model
+    call with its cost, every event, the artifacts."""
+
+    job_id: UUID
+    title: str
+    description: str
+    submitted_by: str | None
+    submitted_at: datetime
+    correlation_id: str
+    max_attempts: int | None
+    budget_usd: float | None
+    priority: int | None
+    models: str = Field(description="the routes chosen at submission, in words")
+    status: str = Field(description="how it ended, or where it is")
+    cost_usd: float = Field(description="what its model calls cost")
+    spending: str = Field(description="the cost against the budget, in words")
+    first_position: int
+    last_position: int
+    steps: list[AuditStepPublic]
+    model_calls: list[AuditCallPublic]
+    history: list[AuditEventPublic]
+    artifacts: list[AuditArtifactPublic]
+
+
 class DayCostPublic(BaseModel):
     day: date = Field(description="a day in UTC")
     calls: int = Field(description="model calls finished that day (every try)")
@@ -775,6 +857,62 @@ class BundleLoaded(BaseModel):
     seconds: float = Field(description="time spent loading (after the upload)")
     projected_position: int = Field(description="the position the read models reflect now")
     read_models: str = Field(description="how the read models come up to date")
+
+
+class RowDifferencePublic(BaseModel):
+    """One row that is not the same in the live read models and in the log's replay."""
+
+    kind: Literal["missing", "extra", "different"] = Field(
+        description="missing: the log gives the row, the live read models lack it; extra: the "
+        "live read models hold a row the log does not give; different: both hold it, with "
+        "other values"
+    )
+    key: dict[str, Any] = Field(description="the row's primary key")
+    columns: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="for a row that differs: column -> [live value, value from the log]",
+    )
+
+
+class TableComparisonPublic(BaseModel):
+    table: str
+    equal: bool
+    live_checksum: str
+    replayed_checksum: str = Field(description="the checksum of the table replayed from the log")
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    rows: list[RowDifferencePublic] = Field(
+        default_factory=list,
+        description="the differing rows, the first 20 (the counts above count them all)",
+    )
+
+
+class VerifyReportPublic(BaseModel):
+    """The live read models compared with a replay of the log, as `vdo replay --verify --json`
+    prints it."""
+
+    equal: bool = Field(description="every table equal (and something to compare)")
+    position: int = Field(description="the position the live read models reflect, replayed to")
+    duration_seconds: float
+    tables: list[TableComparisonPublic] = Field(default_factory=list)
+    problem: str | None = Field(
+        default=None, description="why nothing could be compared (no read models yet, say)"
+    )
+
+    @classmethod
+    def from_report(cls, raw: Any) -> VerifyReportPublic:
+        """From the projector's reply (`VerifyReport.to_json()`); ValueError if it is not one."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("tables"), list):
+            raise ValueError("not a verify report")
+        tables = [
+            TableComparisonPublic.model_validate(
+                {**table, "equal": table.get("live_checksum") == table.get("replayed_checksum")}
+            )
+            for table in raw["tables"]
+            if isinstance(table, dict)
+        ]
+        return cls.model_validate({**raw, "tables": tables})
 
 
 # ---- accounts ------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from psycopg_pool import ConnectionPool
 
@@ -23,6 +25,15 @@ from vdo_kernel.store import JobStore, open_store
 log = logs.get(__name__)
 
 READ_POOL_SIZE = 10
+
+
+class NoAnswerError(Exception):
+    """A request on the bus got no answer; the message says why (NATS down, nobody listening,
+    or, `timed_out`, no answer in time)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class Bus:
@@ -53,6 +64,28 @@ class Bus:
             return None
         js: JetStreamContext = self.client.jetstream()
         return js
+
+    async def request(
+        self, subject: str, payload: bytes, *, wait_seconds: float, who: str
+    ) -> bytes:
+        """Send a request on core NATS and return the answer; `who` names the service expected
+        to answer, for the error's message."""
+        client = self.client
+        if client is None or not client.is_connected:
+            raise NoAnswerError("NATS is not reachable from the gateway (GET /api/health)")
+        try:
+            reply = await client.request(subject, payload, timeout=wait_seconds)
+        except NoRespondersError:
+            raise NoAnswerError(f"no {who} is running to answer") from None
+        except TimeoutError:
+            # nats' own TimeoutError is an asyncio (builtin) TimeoutError too.
+            raise NoAnswerError(
+                f"the {who} did not answer within {wait_seconds:.0f} s", timed_out=True
+            ) from None
+        except NatsError as error:
+            raise NoAnswerError(f"the request to the {who} failed: {error!r}") from None
+        data: bytes = reply.data
+        return data
 
     async def close(self) -> None:
         if self._task is not None:

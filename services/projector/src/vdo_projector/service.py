@@ -1,10 +1,16 @@
 """The projector process: bus messages wake the projection up; a one-second poll catches what
-a lost or late message would have, and the start catches up on whatever came before."""
+a lost or late message would have, and the start catches up on whatever came before. It also
+answers the gateway's requests to verify the read models (`POST /api/admin/verify`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as CoreSubscription
 
 from vdo_kernel import logs
 from vdo_kernel.bus import connect, ensure_stream
@@ -12,8 +18,9 @@ from vdo_kernel.consumer import Delivery, Subscription
 from vdo_kernel.service import stop_on_signals
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import open_store
-from vdo_kernel.subjects import CONSUMER_PROJECTOR, STREAM_SUBJECTS
+from vdo_kernel.subjects import ADMIN_VERIFY, CONSUMER_PROJECTOR, STREAM_SUBJECTS, VERIFY_QUEUE
 from vdo_projector.projection import Projection
+from vdo_projector.verify import verify
 
 log = logs.get(__name__)
 
@@ -42,6 +49,35 @@ class Projector:
                 await asyncio.wait_for(stop.wait(), timeout=self.idle_poll_seconds)
 
 
+class VerifyResponder:
+    """Answers verify requests with the report `vdo replay --verify --json` prints, one check at
+    a time (a second request waits for the first: each replays the whole log aside)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._one_at_a_time = asyncio.Lock()
+
+    async def answer(self, msg: Msg) -> None:
+        async with self._one_at_a_time:
+            try:
+                report = await asyncio.to_thread(verify, self.database_url)
+                reply = report.to_json()
+            except Exception as error:
+                log.warning("verify failed", error=repr(error))
+                # The URL may carry a password; the message names the failure without it.
+                reason = str(error).replace(self.database_url, "the database")
+                reply = {"error": f"verifying the read models failed: {reason}"}
+        if msg.reply:
+            with contextlib.suppress(Exception):  # the requester may have given up
+                await msg.respond(json.dumps(reply, default=str).encode())
+
+
+async def answer_verify_requests(nc: Client, database_url: str) -> CoreSubscription:
+    """Subscribe to verify requests (in the projectors' queue group: one replica answers)."""
+    responder = VerifyResponder(database_url)
+    return await nc.subscribe(ADMIN_VERIFY, queue=VERIFY_QUEUE, cb=responder.answer)
+
+
 async def run_projector(settings: Settings | None = None) -> None:
     """`python -m vdo_projector`."""
     settings = settings or Settings()
@@ -60,6 +96,7 @@ async def run_projector(settings: Settings | None = None) -> None:
         )
         js = nc.jetstream()
         await ensure_stream(js, replicas=settings.stream_replicas)
+        await answer_verify_requests(nc, database_url)
         stop = asyncio.Event()
         stop_on_signals(stop)
         subscription = Subscription(

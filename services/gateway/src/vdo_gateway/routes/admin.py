@@ -1,5 +1,7 @@
 """Admin: the deployment's history in and out as bundles, the API side of `vdo backup`, `vdo
-export`, `vdo restore` and `vdo import` (docs/backup-format.md).
+export`, `vdo restore` and `vdo import` (docs/backup-format.md), and the read models checked
+against the log, the API side of `vdo replay --verify` (the projector does the check, asked over
+NATS: the gateway does not replay anything itself).
 
 A bundle is written to a file under VDO_HOME and sent from there (the kernel writes bundles to
 files); the file's name is gone before the first byte is sent, so nothing is left behind however
@@ -11,6 +13,7 @@ running projector reads on from its tracking position and catches up by itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,8 +26,8 @@ from fastapi.responses import StreamingResponse
 
 from vdo_gateway.auth import require_admin
 from vdo_gateway.deps import POOL_WAIT_SECONDS, ResourcesDep
-from vdo_gateway.models import BundleLoaded, ErrorPublic
-from vdo_gateway.resources import Resources
+from vdo_gateway.models import BundleLoaded, ErrorPublic, VerifyReportPublic
+from vdo_gateway.resources import NoAnswerError, Resources
 from vdo_gateway.spool import receive_to, send_from
 from vdo_kernel import logs, readmodels
 from vdo_kernel.blobs import BlobStore
@@ -37,6 +40,7 @@ from vdo_kernel.portability import (
     restore,
     write_bundle,
 )
+from vdo_kernel.subjects import ADMIN_VERIFY
 
 log = logs.get(__name__)
 
@@ -46,6 +50,9 @@ RESTORE_PATH = "/restore"
 IMPORT_PATH = "/import"
 # The uploads that carry a bundle: the app gives them the bundle size limit.
 UPLOAD_PATHS = (RESTORE_PATH, IMPORT_PATH)
+# A check replays the whole log aside (about 5 s for 100,000 events); past this the answer is
+# 504 and `vdo replay --verify` is the way, without a limit.
+VERIFY_TIMEOUT_SECONDS = 300.0
 BUNDLE_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/octet-stream"})
 
 ADMIN = (
@@ -116,9 +123,10 @@ async def get_export(
     "(with their original positions, in one transaction) are loaded. Restoring the same backup "
     "again changes nothing. The read models are not rebuilt by this call: the projector "
     "catches up with the restored events by itself. A deployment that started with "
-    "authentication on holds its first admin (as events), so it is not empty: restore through "
-    "the API into one started with VDO_AUTH=off (loopback only), or with `vdo restore` before "
-    "its first start. The restored users and tokens are then the deployment's." + ADMIN,
+    "authentication on holds its first admin (as events), so it is not empty here: restore "
+    "through the API into one started with VDO_AUTH=off (loopback only), or stop it and run "
+    "`vdo restore FILE` against it, which replaces that first admin. The restored users and "
+    "tokens are then the deployment's." + ADMIN,
 )
 async def post_restore(request: Request, resources: ResourcesDep) -> BundleLoaded:
     return await _upload(request, resources, restoring=True)
@@ -139,6 +147,50 @@ async def post_restore(request: Request, resources: ResourcesDep) -> BundleLoade
 )
 async def post_import(request: Request, resources: ResourcesDep) -> BundleLoaded:
     return await _upload(request, resources, restoring=False)
+
+
+@router.post(
+    "/verify",
+    responses={
+        500: _error("the projector could not do the check"),
+        503: _error("no projector answers (none running, or NATS unreachable)"),
+        504: _error("the projector did not answer in time"),
+    },
+    description="Check the live read models against the log, as `vdo replay --verify` does: "
+    "the projector replays the log aside (into a throw-away schema, up to the position the "
+    "live read models reflect) and compares them table by table. `equal` is true when every "
+    "table's checksum matches; otherwise each differing table lists its rows (missing, extra, "
+    "or which columns differ, live value then the log's). Nothing is changed. A running "
+    "projector does the check, so this answers 503 while none runs." + ADMIN,
+)
+async def post_verify(resources: ResourcesDep) -> VerifyReportPublic:
+    bus = resources.bus
+    try:
+        answer = await bus.request(
+            ADMIN_VERIFY, b"{}", wait_seconds=VERIFY_TIMEOUT_SECONDS, who="projector"
+        )
+    except NoAnswerError as exc:
+        timed_out = exc.timed_out
+        raise HTTPException(
+            status_code=504 if timed_out else 503,
+            detail=f"the read models could not be verified: {exc}; "
+            + (
+                "`vdo replay --verify` runs the check without a time limit"
+                if timed_out
+                else "start the projector (or check NATS), or run `vdo replay --verify` "
+                "against the database"
+            ),
+        ) from None
+    try:
+        raw = json.loads(answer)
+        if isinstance(raw, dict) and isinstance(raw.get("error"), str):
+            raise HTTPException(status_code=500, detail=raw["error"])
+        return VerifyReportPublic.from_report(raw)
+    except ValueError:
+        log.error("the projector's verify answer is not a report", answer=answer[:200])
+        raise HTTPException(
+            status_code=500, detail="the projector's answer is not a verify report"
+        ) from None
 
 
 # ---- downloads ------------------------------------------------------------------------------

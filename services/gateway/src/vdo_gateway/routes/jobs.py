@@ -1,4 +1,4 @@
-"""Jobs: submit one, list them, read one, its model calls and its history.
+"""Jobs: submit one, list them, read one, its model calls, its history and its audit.
 
 Submissions go to the event store; lists, details and model calls come from the read models,
 except for a job the projector has not reached yet (answered from the store, so a new job's id
@@ -15,13 +15,16 @@ from uuid import UUID
 
 import psycopg
 import psycopg_pool
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vdo_gateway.auth import ActorDep, Principal, PrincipalDep
 from vdo_gateway.deps import POOL_WAIT_SECONDS, ReadDbDep, ResourcesDep, SettingsDep, StoreDep
+from vdo_gateway.history import visible_history
 from vdo_gateway.models import (
     ErrorPublic,
     EventPublic,
+    JobAuditPublic,
     JobCreate,
     JobDetail,
     JobEvents,
@@ -34,6 +37,7 @@ from vdo_gateway.models import (
 from vdo_gateway.resources import Resources
 from vdo_gateway.routes.templates import with_template
 from vdo_kernel import readmodels
+from vdo_kernel.audit import audit, plain_text
 from vdo_kernel.domain import DEFAULT_PRIORITY, Job, Status
 from vdo_kernel.store import JobNotFoundError, StoredJobEvent
 
@@ -214,6 +218,67 @@ def get_job_events(
     return JobEvents(
         job_id=job_id, items=[EventPublic.from_stored(e) for e in events if e.position > after]
     )
+
+
+@router.get(
+    "/{job_id}/audit",
+    response_model=None,
+    responses={
+        200: {
+            "model": JobAuditPublic,
+            "description": "the audit: plain text, or JSON when asked for",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        404: ERRORS[404],
+        422: ERRORS[422],
+    },
+)
+def get_job_audit(
+    job_id: UUID,
+    request: Request,
+    store: StoreDep,
+    principal: PrincipalDep,
+    output: Annotated[
+        Literal["text", "json"] | None,
+        Query(
+            alias="format",
+            description="text or json (default: as the Accept header prefers, else text)",
+        ),
+    ] = None,
+) -> Response:
+    """The job's complete history, told from the event log itself (not the read models): who
+    submitted it with which limits and models, every step of every attempt (worker, times,
+    result, summary, resumes), every model call's try with its route, tokens and cost, every
+    event in a sentence, the end, and the artifacts' digests. As plain text (what `vdo audit`
+    prints off a terminal), or as JSON with `format=json` or `Accept: application/json`."""
+    job = audit(visible_history(store, principal, job_id))
+    if _wants_json(output, request.headers.get("accept")):
+        body = JobAuditPublic.model_validate(job.to_json())
+        return JSONResponse(body.model_dump(mode="json"))
+    return PlainTextResponse(plain_text(job))
+
+
+def _wants_json(output: str | None, accept: str | None) -> bool:
+    """JSON when asked by `format`, else when the Accept header ranks it above plain text."""
+    if output is not None:
+        return output == "json"
+    ranks: dict[str, tuple[float, int]] = {}
+    for index, part in enumerate((accept or "").split(",")):
+        media, *params = (piece.strip().lower() for piece in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranks.setdefault(media, (quality, -index))
+    json_rank = ranks.get("application/json")
+    if json_rank is None or json_rank[0] <= 0:
+        return False
+    text_rank = ranks.get("text/plain", ranks.get("text/*", ranks.get("*/*", (0.0, 0))))
+    return json_rank > text_rank
 
 
 def _require_visible(principal: Principal, job_id: UUID, submitted_by: str | None) -> None:
