@@ -293,18 +293,11 @@ def _servers(settings: Settings, console: Console) -> Iterator[_Servers]:
             server.stop()
 
 
-def _recreate_stream(servers: _Servers, settings: Settings, console: Console) -> str:
-    """Delete the event stream and make it again, empty, so that the relay publishes the log
-    from its start and no duplicate window drops a restored event for a replaced one's id."""
-    url = servers.nats(console)
-    if url is None:
-        raise ClientError(
-            "the deployment's NATS is not known (VDO_NATS_URL is not set and there is no "
-            f"embedded NATS in {settings.home / 'nats'}): its stream holds the events being "
-            "replaced and must be recreated; set VDO_NATS_URL and try again (nothing was changed)"
-        )
+def _make_stream(url: str, settings: Settings, *, anew: bool) -> None:
+    """Create the event stream on the NATS at `url` (one connection, no reconnecting); `anew`:
+    delete it first if it exists."""
 
-    async def recreate() -> None:
+    async def make() -> None:
         import nats
         from nats.js.errors import NotFoundError
 
@@ -320,14 +313,29 @@ def _recreate_stream(servers: _Servers, settings: Settings, console: Console) ->
         )
         try:
             js = nc.jetstream()
-            with suppress(NotFoundError):
-                await js.delete_stream(STREAM)
+            if anew:
+                with suppress(NotFoundError):
+                    await js.delete_stream(STREAM)
             await ensure_stream(js, replicas=settings.stream_replicas)
         finally:
             await nc.close()
 
+    asyncio.run(make())
+
+
+def _recreate_stream(servers: _Servers, settings: Settings, console: Console) -> str:
+    """Delete the event stream and make it again, empty, so that the relay publishes the log
+    from its start and no duplicate window drops a restored event for a replaced one's id."""
+    url = servers.nats(console)
+    if url is None:
+        raise ClientError(
+            "the deployment's NATS is not known (VDO_NATS_URL is not set and there is no "
+            f"embedded NATS in {settings.home / 'nats'}): its stream holds the events being "
+            "replaced and must be recreated; set VDO_NATS_URL and try again (nothing was changed)"
+        )
+
     try:
-        asyncio.run(recreate())
+        _make_stream(url, settings, anew=True)
     except Exception as exc:
         raise ClientError(
             f"NATS at {redact_url(url)} could not recreate the event stream "
@@ -371,25 +379,8 @@ def _ensure_stream(url: str | None, settings: Settings) -> str:
     if url is None:
         return "no NATS configured or running: the stream is created when the stack starts"
 
-    async def ensure() -> None:
-        import nats
-
-        from vdo_kernel.bus import ensure_stream, server_urls
-
-        nc = await nats.connect(
-            servers=server_urls(url),
-            name="vdo-restore",
-            connect_timeout=NATS_CONNECT_SECONDS,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-        )
-        try:
-            await ensure_stream(nc.jetstream(), replicas=settings.stream_replicas)
-        finally:
-            await nc.close()
-
     try:
-        asyncio.run(ensure())
+        _make_stream(url, settings, anew=False)
     except Exception as exc:
         return (
             f"NATS at {redact_url(url)} is not reachable ({type(exc).__name__}); "
