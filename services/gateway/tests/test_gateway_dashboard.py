@@ -90,6 +90,14 @@ async def test_the_api_keeps_its_answers_and_its_tokens_beside_the_dashboard(
         assert unknown.json() == {"detail": "Not Found"}
         assert (await anonymous.get("/api/jobs")).status_code == 401
         assert (await anonymous.get("/")).status_code == 200
+        # Whatever the method, a path under /api that no endpoint has is not found; the
+        # dashboard's own paths are only read.
+        for method in ("POST", "PUT", "PATCH", "DELETE"):
+            gone = await admin.request(method, "/api/templates/a/b")
+            assert (gone.status_code, gone.json()) == (404, {"detail": "Not Found"}), method
+            refused = await admin.request(method, "/jobs")
+            assert refused.status_code == 405, method
+            assert refused.headers["allow"] == "GET, HEAD"
 
 
 async def test_a_jobs_plan_is_read_from_its_blob(

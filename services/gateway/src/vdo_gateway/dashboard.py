@@ -55,10 +55,16 @@ def dashboard_router(directory: Path | None, *, api_prefix: str) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     api = api_prefix.strip("/")
 
-    @router.api_route("/{path:path}", methods=["GET", "HEAD"])
+    # Every method, so that a path under /api that no endpoint has is a 404 whatever the method
+    # (a GET-only route here would make it a 405); the dashboard itself is only read.
+    @router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
     def serve(path: str, request: Request) -> Response:
         if path == api or path.startswith(f"{api}/"):
             raise HTTPException(status_code=404, detail="Not Found")
+        if request.method not in ("GET", "HEAD"):
+            raise HTTPException(
+                status_code=405, detail="Method Not Allowed", headers={"Allow": "GET, HEAD"}
+            )
         index = root / "index.html"
         if not index.is_file():
             html = NOT_BUILT.replace("{where}", _escape(str(root)))
