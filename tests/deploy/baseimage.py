@@ -10,6 +10,7 @@ builds made on it trust what the host trusts (a proxy's CA, say). It is built on
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import tarfile
@@ -25,20 +26,54 @@ from vdo_sandbox.image import host_mirror
 BASE_TAG = "vdo-build-base:bookworm"
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# A stand-in for the gateway's Node base (`NODE_IMAGE`, by default node:22-bookworm-slim):
+# the Python base with Debian's Node.js 18 and npm.
+NODE_TAG = "vdo-build-node:bookworm"
+NODE_DOCKERFILE = """
+ARG BASE
+FROM ${BASE}
+RUN apt-get update -qq \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm \\
+    && rm -rf /var/lib/apt/lists/*
+CMD ["node"]
+"""
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt")
 
 
-def ensure_base_image(client: Any, *, tag: str = BASE_TAG) -> str:
-    """Build the base image as `tag` unless the engine has it; returns the tag."""
+def ensure_base_image(
+    client: Any, *, tag: str = BASE_TAG, packages: tuple[str, ...] = PACKAGES
+) -> str:
+    """Build the base image as `tag` (with `packages`) unless the engine has it; returns the
+    tag."""
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
-        build_base_image(client, tag=tag)
+        build_base_image(client, tag=tag, packages=packages)
     return tag
 
 
-def build_base_image(client: Any, *, tag: str = BASE_TAG) -> None:
+def ensure_node_image(client: Any) -> str:
+    """The Node stand-in (NODE_TAG), built on the Python base unless the engine has it."""
+    try:
+        client.images.get(NODE_TAG)
+    except docker.errors.ImageNotFound:
+        started = time.monotonic()
+        client.images.build(
+            fileobj=io.BytesIO(NODE_DOCKERFILE.encode()),
+            tag=NODE_TAG,
+            buildargs={"BASE": ensure_base_image(client)},
+            network_mode="host",  # apt reaches the mirror even when the engine has no bridge
+            rm=True,
+            forcerm=True,
+        )
+        print(f"built {NODE_TAG} in {time.monotonic() - started:.0f}s")
+    return NODE_TAG
+
+
+def build_base_image(
+    client: Any, *, tag: str = BASE_TAG, packages: tuple[str, ...] = PACKAGES
+) -> None:
     debootstrap = shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if debootstrap is None:
         raise RuntimeError("debootstrap is not installed: apt-get install debootstrap")
@@ -49,7 +84,7 @@ def build_base_image(client: Any, *, tag: str = BASE_TAG) -> None:
             [
                 debootstrap,
                 "--variant=minbase",
-                f"--include={','.join(PACKAGES)}",
+                f"--include={','.join(packages)}",
                 SUITE,
                 str(root),
                 host_mirror(SUITE),

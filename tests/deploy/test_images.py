@@ -3,9 +3,9 @@ module, and holds only that service's dependencies (the model SDKs in the AI pha
 
 No registry is reached: the base is built locally from the host's apt sources
 (tests/deploy/baseimage.py) and given as PYTHON_IMAGE; the dependencies come from the package
-index. The gateway's dashboard is built with npm on the host and given to the image as a
-prebuilt web/dist (no Node base image can be had here), so the Node stage's own `npm install &&
-npm run bundle` is the one part not run.
+index. The gateway's images take the dashboard built on the host (DASHBOARD=prebuilt), and one
+more is built the default way, its Node stage building the dashboard itself on a Node base made
+the same way (Debian's Node.js 18 and npm).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from tests.deploy.baseimage import ensure_base_image
+from tests.deploy.baseimage import ensure_base_image, ensure_node_image
 from tests.deploy.layout import AI, REPO, SERVICES
 
 pytestmark = pytest.mark.timeout(1500)
@@ -245,3 +245,29 @@ def test_gateway_image_serves_the_dashboard(client: Any, images: dict[str, str])
     config = client.images.get(images["gateway"]).attrs["Config"]
     assert "VDO_DASHBOARD_DIR=/opt/vdo/dashboard" in config["Env"]
     assert _run(client, images["gateway"], "ls", "/opt/vdo/dashboard/index.html")
+
+
+def test_gateway_image_builds_the_dashboard_in_its_node_stage(client: Any) -> None:
+    """The default path (DASHBOARD=build): the Node stage installs web/'s packages from the lock
+    and builds the dashboard against the schema of the gateway built beside it. Its base is a
+    local stand-in for the Node image: Debian's Node.js 18 and npm (the oldest the dashboard
+    supports)."""
+    python = ensure_base_image(client)
+    node = ensure_node_image(client)
+    tag = TAG.format("gateway-node-stage")
+    _build(
+        client,
+        "deploy/docker/gateway.Dockerfile",
+        tag,
+        PYTHON_IMAGE=python,
+        NODE_IMAGE=node,
+        DASHBOARD="build",
+    )
+    try:
+        listing = _run(client, tag, "ls", "/opt/vdo/dashboard", "/opt/vdo/dashboard/assets")
+        assert "index.html" in listing.split()
+        assert any(name.endswith(".js") for name in listing.split()), listing
+        page = _run(client, tag, "cat", "/opt/vdo/dashboard/index.html")
+        assert '<div id="root">' in page, page[:500]
+    finally:
+        client.images.remove(tag, force=True)
