@@ -101,13 +101,14 @@ def test_a_job_from_a_template_runs_live_to_the_end(
     for phase in PHASES:
         assert f"{phase}:running" in seen, (phase, seen)
         assert f"{phase}:done" in seen, (phase, seen)
-    assert "testing:rejected" in seen, seen  # the first attempt's tests failed, live
     for phase in PHASES:
         expect(page.locator(f"li[data-phase='{phase}']")).to_have_attribute("data-state", "done")
     latency(page, stack, job_id)
 
     # The plan and the attempts' results.
     expect(page.get_by_role("heading", name="Plan")).to_be_visible()
+    # The first attempt's tests failed (the timeline's "rejected" moment may not be seen: the
+    # second attempt starts at once, and both changes can come in one render).
     expect(page.get_by_test_id("tests-1")).to_contain_text("failed")
     expect(page.get_by_test_id("tests-2")).to_contain_text("0 failed")
     expect(page.get_by_text("started and up")).to_be_visible()

@@ -301,13 +301,8 @@ def http_routes(app: FastAPI) -> set[tuple[str, str]]:
     return found
 
 
-# The dashboard's files: outside the API, public (they hold no data), read only; its own tests
-# are in test_gateway_dashboard.py.
-DASHBOARD_PATH = "/{path:path}"
-
-
 def test_every_endpoint_has_a_row_in_the_matrix(settings: Settings) -> None:
-    routes = {r for r in http_routes(create_app(settings)) if r[1] != DASHBOARD_PATH}
+    routes = http_routes(create_app(settings))
     missing = sorted(routes - set(MATRIX) - PUBLIC)
     assert not missing, (
         f"endpoints without a row in this module's MATRIX (who may call them?): {missing}"

@@ -95,6 +95,9 @@ async def test_the_api_keeps_its_answers_and_its_tokens_beside_the_dashboard(
         for method in ("POST", "PUT", "PATCH", "DELETE"):
             gone = await admin.request(method, "/api/templates/a/b")
             assert (gone.status_code, gone.json()) == (404, {"detail": "Not Found"}), method
+            wrong = await admin.request(method, "/api/stats")
+            assert wrong.status_code == 405, method
+            assert wrong.headers["allow"] == "GET"
             refused = await admin.request(method, "/jobs")
             assert refused.status_code == 405, method
             assert refused.headers["allow"] == "GET, HEAD"

@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from vdo_gateway import errors
 from vdo_gateway.auth import Authentication, RateLimiter
 from vdo_gateway.binding import require_safe_bind
-from vdo_gateway.dashboard import dashboard_router
+from vdo_gateway.dashboard import dashboard_fallback
 from vdo_gateway.limits import BodySizeLimit
 from vdo_gateway.live import LiveHub
 from vdo_gateway.resources import Resources
@@ -122,6 +122,6 @@ def create_app(
         plans.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
-    # Last: it answers every GET the API does not (but none under /api).
-    app.include_router(dashboard_router(gateway_settings.dashboard_dir, api_prefix=API_PREFIX))
+    # What no route matches: the dashboard's pages and files (never a path under /api).
+    app.router.default = dashboard_fallback(gateway_settings.dashboard_dir, api_prefix=API_PREFIX)
     return app

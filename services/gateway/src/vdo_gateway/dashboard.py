@@ -12,8 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 # The repository's web/dist, when the gateway runs from the source tree (`make run`):
 # services/gateway/src/vdo_gateway/dashboard.py -> the repository's root is four levels up.
@@ -48,37 +50,46 @@ place).</p>
 """
 
 
-def dashboard_router(directory: Path | None, *, api_prefix: str) -> APIRouter:
-    """The routes that serve the dashboard from `directory` (the build's own, when None). Include
-    it after every other router: it answers every GET the others do not."""
+def dashboard_fallback(directory: Path | None, *, api_prefix: str) -> ASGIApp:
+    """What answers a request no endpoint has a route for (the app's router's `default`): the
+    dashboard's files from `directory` (the build's own, when None) for a GET or HEAD outside
+    `api_prefix`, otherwise 404 (or 405 for another method). A path an endpoint has, with another
+    method, never gets here: the router answers it 405 as ever."""
     root = (directory or SOURCE_BUILD).resolve()
-    router = APIRouter(include_in_schema=False)
     api = api_prefix.strip("/")
 
-    # Every method, so that a path under /api that no endpoint has is a 404 whatever the method
-    # (a GET-only route here would make it a 405); the dashboard itself is only read.
-    @router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
-    def serve(path: str, request: Request) -> Response:
+    async def fallback(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await WebSocketClose()(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        path = request.url.path.lstrip("/")
         if path == api or path.startswith(f"{api}/"):
             raise HTTPException(status_code=404, detail="Not Found")
         if request.method not in ("GET", "HEAD"):
             raise HTTPException(
                 status_code=405, detail="Method Not Allowed", headers={"Allow": "GET, HEAD"}
             )
-        index = root / "index.html"
-        if not index.is_file():
-            html = NOT_BUILT.replace("{where}", _escape(str(root)))
-            return HTMLResponse(html, status_code=503, headers={"Cache-Control": "no-cache"})
-        file = _file_in(root, path)
-        if file is None:
-            return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
-        if path.startswith(f"{ASSETS_DIR}/"):
-            return FileResponse(
-                file, headers={"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
-            )
-        return FileResponse(file, headers=PAGE_HEADERS)
+        await _page(root, path)(scope, receive, send)
 
-    return router
+    return fallback
+
+
+def _page(root: Path, path: str) -> Response:
+    index = root / "index.html"
+    if not index.is_file():
+        html = NOT_BUILT.replace("{where}", _escape(str(root)))
+        return HTMLResponse(html, status_code=503, headers={"Cache-Control": "no-cache"})
+    file = _file_in(root, path)
+    if file is None:
+        return FileResponse(index, media_type="text/html", headers=PAGE_HEADERS)
+    if path.startswith(f"{ASSETS_DIR}/"):
+        return FileResponse(
+            file, headers={"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+        )
+    return FileResponse(file, headers=PAGE_HEADERS)
 
 
 def _file_in(root: Path, path: str) -> Path | None:
