@@ -159,11 +159,12 @@ def test_services_started_before_nats_and_postgresql_wait_for_them_then_run(
         "VDO_LOG_FORMAT": "json",
         "VDO_STARTUP_TIMEOUT_SECONDS": "90",
     }
+    heartbeats = {name: tmp_path / f"{name}.heartbeat" for name in ("projector", "relay")}
     # Nothing listens on either port yet.
     services = {
         name: subprocess.Popen(
             [sys.executable, "-m", module],
-            env=env,
+            env={**env, "VDO_HEARTBEAT_FILE": str(heartbeats[name])},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -174,6 +175,8 @@ def test_services_started_before_nats_and_postgresql_wait_for_them_then_run(
         time.sleep(3)
         for name, process in services.items():
             assert process.poll() is None, f"{name} gave up: {process.communicate()[0]}"
+            # Waiting is not being stuck: the liveness heartbeat goes on.
+            assert time.time() - heartbeats[name].stat().st_mtime < 10, name
         postgres.start()
         nats.start()
         started = {"projector": "projector started", "relay": "relay started"}
@@ -203,3 +206,4 @@ def test_services_started_before_nats_and_postgresql_wait_for_them_then_run(
     assert all(p.returncode == 0 for p in services.values()), {
         n: p.returncode for n, p in services.items()
     }
+    assert not any(path.exists() for path in heartbeats.values())

@@ -3,11 +3,14 @@
     python /opt/vdo/probe.py http    the gateway answers GET /api/health on VDO_PORT
     python /opt/vdo/probe.py ready   NATS and PostgreSQL (VDO_NATS_URL, VDO_DATABASE_URL) accept
                                      connections: the service can do its work
-    python /opt/vdo/probe.py alive   the service's process (pid 1) runs and is not stopped
+    python /opt/vdo/probe.py alive   the service's event loop runs: its heartbeat file
+                                     (VDO_HEARTBEAT_FILE, renewed every 5 s) is recent; without
+                                     one, its process (pid 1) runs and is not stopped
 
-Only the gateway has a health signal of its own; for the others these are stand-ins that cannot
-restart a healthy service (`ready` is a readiness check, never a liveness one: a NATS outage must
-not restart every service, which reconnect by themselves).
+The gateway answers its health check itself; the other services renew a heartbeat file while
+their event loop runs (`vdo_kernel.heartbeat`), so a stuck loop is seen, and a service waiting
+for NATS or PostgreSQL is not restarted for it (`ready` is a readiness check, never a liveness
+one: a NATS outage must not restart every service, which reconnect by themselves).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -52,7 +56,33 @@ def ready() -> bool:
     return any(_reachable(*e) for e in nats) and all(_reachable(*e) for e in postgres)
 
 
+# A heartbeat older than this is a stuck service (it is renewed every 5 s).
+HEARTBEAT_MAX_AGE = float(os.environ.get("VDO_HEARTBEAT_MAX_AGE", "30"))
+# A process this young may not have written its first heartbeat yet.
+START_GRACE_SECONDS = 60.0
+
+
 def alive() -> bool:
+    path = os.environ.get("VDO_HEARTBEAT_FILE")
+    if not path:
+        return _process_runs()
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return _process_runs() and _process_age() < START_GRACE_SECONDS
+    return age <= HEARTBEAT_MAX_AGE
+
+
+def _process_age() -> float:
+    """Seconds since pid 1 started."""
+    with open("/proc/1/stat") as stat:
+        started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as uptime:
+        up = float(uptime.read().split()[0])
+    return up - started_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _process_runs() -> bool:
     try:
         with open("/proc/1/status") as status:
             for line in status:

@@ -85,6 +85,7 @@ ENV PATH=/opt/vdo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
     PYTHONDONTWRITEBYTECODE=1 \
     VDO_HOME=/var/lib/vdo \
     VDO_LOG_FORMAT=json \
+    VDO_HEARTBEAT_FILE=/tmp/vdo-heartbeat \
     VDO_SERVICE=${SERVICE}
 LABEL org.opencontainers.image.title="vdo-${SERVICE}" \
       org.opencontainers.image.source="Vitso Dev Orchestrator" \

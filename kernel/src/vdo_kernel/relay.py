@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 
 from vdo_kernel import logs
 from vdo_kernel.bus import EventMessage
+from vdo_kernel.heartbeat import start_heartbeat
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore, StoredJobEvent, open_store
 from vdo_kernel.subjects import HEADER_POSITION, STREAM
@@ -157,6 +158,7 @@ async def run_relay(settings: Settings | None = None) -> None:
 
     settings = settings or Settings()
     logs.configure("relay", level=settings.log_level, fmt=settings.log_format)
+    start_heartbeat(settings.heartbeat_file)
     nats_url, database_url = settings.require_urls()
     store = await asyncio.to_thread(
         open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds

@@ -21,6 +21,7 @@ from vdo_kernel.blobs import BlobStore
 from vdo_kernel.bus import EventMessage, connect, ensure_stream
 from vdo_kernel.consumer import Subscription
 from vdo_kernel.domain import Step
+from vdo_kernel.heartbeat import start_heartbeat
 from vdo_kernel.livelog import LiveLog
 from vdo_kernel.reports import publish_report
 from vdo_kernel.settings import Settings
@@ -53,6 +54,7 @@ async def run_step_service(
     says of itself for the API to show (`vdo_kernel.reports`): names and settings, no secret."""
     settings = settings or Settings()
     logs.configure(service, level=settings.log_level, fmt=settings.log_format)
+    start_heartbeat(settings.heartbeat_file)
     log = logs.get(service)
     nats_url, database_url = settings.require_urls()
     # The store is synchronous; its calls run in threads, one per message in hand at most.

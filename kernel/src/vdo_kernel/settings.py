@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # At SIGTERM, how long a service finishes the work in hand; what is still running then is
     # handed back to the bus at once, for another replica to take up.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # A file whose modification time the service renews every few seconds while it runs
+    # (`vdo_kernel.heartbeat`), for a liveness probe; unset: none.
+    heartbeat_file: Path | None = None
     # JetStream redelivers a message not acknowledged within this many seconds; long work
     # sends `in_progress` at a third of it so it is not handed to another replica meanwhile.
     ack_wait_seconds: float = Field(default=30.0, gt=0.5)

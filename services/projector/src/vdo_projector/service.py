@@ -15,6 +15,7 @@ from nats.aio.subscription import Subscription as CoreSubscription
 from vdo_kernel import logs
 from vdo_kernel.bus import connect, ensure_stream
 from vdo_kernel.consumer import Delivery, Subscription
+from vdo_kernel.heartbeat import start_heartbeat
 from vdo_kernel.service import stop_on_signals
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import open_store
@@ -82,6 +83,7 @@ async def run_projector(settings: Settings | None = None) -> None:
     """`python -m vdo_projector`."""
     settings = settings or Settings()
     logs.configure("projector", level=settings.log_level, fmt=settings.log_format)
+    start_heartbeat(settings.heartbeat_file)
     nats_url, database_url = settings.require_urls()
     store = await asyncio.to_thread(
         open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds

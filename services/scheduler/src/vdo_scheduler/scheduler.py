@@ -33,6 +33,7 @@ from nats.aio.msg import Msg
 
 from vdo_kernel import logs
 from vdo_kernel.bus import connect
+from vdo_kernel.heartbeat import start_heartbeat
 from vdo_kernel.service import stop_on_signals, worker_name
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import (
@@ -175,6 +176,7 @@ async def run_scheduler(settings: Settings | None = None) -> None:
     """The scheduler process: `python -m vdo_scheduler`."""
     settings = settings or Settings()
     logs.configure("scheduler", level=settings.log_level, fmt=settings.log_format)
+    start_heartbeat(settings.heartbeat_file)
     nats_url, database_url = settings.require_urls()
     store = await asyncio.to_thread(
         open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
