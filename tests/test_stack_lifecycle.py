@@ -164,7 +164,7 @@ def test_services_started_before_nats_and_postgresql_wait_for_them_then_run(
     services = {
         name: subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**env, "VDO_HEARTBEAT_FILE": str(heartbeats[name])},
+            env={**env, "VDO_HEARTBEAT_PATH": str(heartbeats[name])},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -4,7 +4,7 @@
     python /opt/vdo/probe.py ready   NATS and PostgreSQL (VDO_NATS_URL, VDO_DATABASE_URL) accept
                                      connections: the service can do its work
     python /opt/vdo/probe.py alive   the service's event loop runs: its heartbeat file
-                                     (VDO_HEARTBEAT_FILE, renewed every 5 s) is recent; without
+                                     (VDO_HEARTBEAT_PATH, renewed every 5 s) is recent; without
                                      one, its process (pid 1) runs and is not stopped
 
 The gateway answers its health check itself; the other services renew a heartbeat file while
@@ -63,7 +63,7 @@ START_GRACE_SECONDS = 60.0
 
 
 def alive() -> bool:
-    path = os.environ.get("VDO_HEARTBEAT_FILE")
+    path = os.environ.get("VDO_HEARTBEAT_PATH")
     if not path:
         return _process_runs()
     try:

@@ -53,8 +53,8 @@ def probe(env: dict[str, str]) -> int:
 def test_the_liveness_probe_reads_the_heartbeats_age(tmp_path: Path) -> None:
     path = tmp_path / "heartbeat"
     path.write_text("now\n")
-    assert probe({"VDO_HEARTBEAT_FILE": str(path)}) == 0
+    assert probe({"VDO_HEARTBEAT_PATH": str(path)}) == 0
     old = time.time() - 120
     os.utime(path, (old, old))
-    assert probe({"VDO_HEARTBEAT_FILE": str(path)}) == 1
-    assert probe({"VDO_HEARTBEAT_FILE": str(path), "VDO_HEARTBEAT_MAX_AGE": "300"}) == 0
+    assert probe({"VDO_HEARTBEAT_PATH": str(path)}) == 1
+    assert probe({"VDO_HEARTBEAT_PATH": str(path), "VDO_HEARTBEAT_MAX_AGE": "300"}) == 0

@@ -14,6 +14,7 @@ from tests.deploy.layout import (
     REPO,
     SERVICES,
     interpolated,
+    known_settings,
     load_yaml,
     unknown_settings,
 )
@@ -170,3 +171,9 @@ def test_ignored_secrets_and_examples() -> None:
     example = (DEPLOY / "env.example").read_text()
     for name in interpolated(COMPOSE.read_text()):
         assert f"{name}=" in example, f"{name} is not in deploy/env.example"
+
+
+def test_no_setting_is_named_like_a_secret_file() -> None:
+    # The images' entrypoint reads NAME from the file NAME_FILE names: a setting whose own name
+    # ends in _FILE would be taken for one and never reach its service.
+    assert [name for name in known_settings() if name.endswith("_FILE")] == []

@@ -4,7 +4,7 @@ older than it should be knows the loop is stuck (a hung handler, a deadlock), wh
 the process alone cannot see; a service waiting for NATS or PostgreSQL keeps beating, so an
 outage of theirs restarts nothing.
 
-Set `VDO_HEARTBEAT_FILE` to use it (the images do: /tmp/vdo-heartbeat, read by
+Set `VDO_HEARTBEAT_PATH` to use it (the images do: /tmp/vdo-heartbeat, read by
 `deploy/docker/probe.py alive`)."""
 
 from __future__ import annotations

@@ -8,17 +8,19 @@ models: losing it loses nothing, and the next start of each service writes it ag
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 BUCKET = "VDO_REPORTS"
 MAX_REPORT_BYTES = 64 * 1024
+PUBLISH_TRIES = 5
 
 
 async def _bucket(js: JetStreamContext, *, replicas: int = 1, create: bool) -> KeyValue | None:
@@ -27,25 +29,37 @@ async def _bucket(js: JetStreamContext, *, replicas: int = 1, create: bool) -> K
     except BucketNotFoundError:
         if not create:
             return None
-    return await js.create_key_value(
-        KeyValueConfig(
-            bucket=BUCKET,
-            history=1,
-            max_value_size=MAX_REPORT_BYTES,
-            storage=StorageType.FILE,
-            replicas=replicas,
+    try:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=BUCKET,
+                history=1,
+                max_value_size=MAX_REPORT_BYTES,
+                storage=StorageType.FILE,
+                replicas=replicas,
+            )
         )
-    )
+    except BadRequestError:
+        # Another service made it at the same moment (the AI services start together).
+        return await js.key_value(BUCKET)
 
 
 async def publish_report(
     js: JetStreamContext, service: str, report: dict[str, Any], *, replicas: int = 1
 ) -> None:
-    """Keep `report` as what `service` says of itself, with the time it said it."""
-    bucket = await _bucket(js, replicas=replicas, create=True)
-    assert bucket is not None
+    """Keep `report` as what `service` says of itself, with the time it said it (tried a few
+    times: at start, NATS may still be electing the bucket's leader)."""
     body = {**report, "reported_at": datetime.now(UTC).isoformat()}
-    await bucket.put(service, json.dumps(body, separators=(",", ":")).encode())
+    for attempt in range(1, PUBLISH_TRIES + 1):
+        try:
+            bucket = await _bucket(js, replicas=replicas, create=True)
+            assert bucket is not None
+            await bucket.put(service, json.dumps(body, separators=(",", ":")).encode())
+            return
+        except Exception:
+            if attempt == PUBLISH_TRIES:
+                raise
+            await asyncio.sleep(0.5 * attempt)
 
 
 async def read_reports(js: JetStreamContext) -> dict[str, dict[str, Any]]:

@@ -54,7 +54,7 @@ async def run_step_service(
     says of itself for the API to show (`vdo_kernel.reports`): names and settings, no secret."""
     settings = settings or Settings()
     logs.configure(service, level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_file)
+    start_heartbeat(settings.heartbeat_path)
     log = logs.get(service)
     nats_url, database_url = settings.require_urls()
     # The store is synchronous; its calls run in threads, one per message in hand at most.

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # A file whose modification time the service renews every few seconds while it runs
     # (`vdo_kernel.heartbeat`), for a liveness probe; unset: none.
-    heartbeat_file: Path | None = None
+    heartbeat_path: Path | None = None
     # JetStream redelivers a message not acknowledged within this many seconds; long work
     # sends `in_progress` at a third of it so it is not handed to another replica meanwhile.
     ack_wait_seconds: float = Field(default=30.0, gt=0.5)

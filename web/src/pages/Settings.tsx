@@ -16,7 +16,29 @@ function Section({ title, children }: { title: string; children: React.ReactNode
 function Providers() {
   const [report, setReport] = useState<ProvidersReport | null | "absent">(null);
   useEffect(() => {
-    api.GET("/api/admin/providers").then(({ data }) => setReport(data ?? "absent"), () => setReport("absent"));
+    // Asked again every few seconds until every AI service has reported (they report when they
+    // start, which may be after this page is opened).
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ask = () => {
+      api.GET("/api/admin/providers").then(
+        ({ data }) => {
+          if (stopped) return;
+          setReport(data ?? "absent");
+          if (!data || data.phases.some((phase) => !phase.reported_at)) timer = setTimeout(ask, 3000);
+        },
+        () => {
+          if (stopped) return;
+          setReport("absent");
+          timer = setTimeout(ask, 3000);
+        },
+      );
+    };
+    ask();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
   }, []);
   if (report === null) return <p className="text-sm text-slate-600">Loading…</p>;
   if (report === "absent" || !report.reported_at)

@@ -83,7 +83,7 @@ async def run_projector(settings: Settings | None = None) -> None:
     """`python -m vdo_projector`."""
     settings = settings or Settings()
     logs.configure("projector", level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_file)
+    start_heartbeat(settings.heartbeat_path)
     nats_url, database_url = settings.require_urls()
     store = await asyncio.to_thread(
         open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds

@@ -176,7 +176,7 @@ async def run_scheduler(settings: Settings | None = None) -> None:
     """The scheduler process: `python -m vdo_scheduler`."""
     settings = settings or Settings()
     logs.configure("scheduler", level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_file)
+    start_heartbeat(settings.heartbeat_path)
     nats_url, database_url = settings.require_urls()
     store = await asyncio.to_thread(
         open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds

@@ -18,7 +18,7 @@ from vdo_kernel.reports import read_reports
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
-READ_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 10.0
 
 
 @router.get(
