@@ -439,28 +439,9 @@ class JobStore:
     def events_with_topics(self, topics: Sequence[str]) -> list[StoredJobEvent]:
         """Every event of these topics (event classes), in order. It reads the whole log: for
         what is rare (a start-up check, a read model that lags), not for each request."""
-        query = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {}.{} WHERE topic = ANY(%s) ORDER BY notification_id"
-        ).format(
-            Identifier(self.recorder.datastore.schema),
-            Identifier(self.recorder.events_table_name),
+        return self._select_events(
+            "WHERE topic = ANY(%s) ORDER BY notification_id", (list(topics),)
         )
-        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(query, (list(topics),))
-            rows = cur.fetchall()
-        return [
-            self.decode_row(
-                (
-                    row["notification_id"],
-                    row["originator_id"],
-                    row["originator_version"],
-                    row["topic"],
-                    row["state"],
-                )
-            )
-            for row in rows
-        ]
 
     def has_events_with_topics(self, topics: Sequence[str], after: int, until: int) -> bool:
         """Whether an event of these topics was stored after position ``after``, up to
@@ -524,13 +505,7 @@ class JobStore:
     def read_after_sql(self) -> Composed:
         """The query `read` runs, for a reader with its own (asynchronous) connection:
         parameters (after, limit); rows feed `decode_row`."""
-        return SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(
-            Identifier(self.recorder.datastore.schema),
-            Identifier(self.recorder.events_table_name),
-        )
+        return self._events_query("WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
 
     def read_types(
         self, after: int, types: Iterable[str], limit: int = 1000
@@ -538,29 +513,10 @@ class JobStore:
         """Events of these job event types (``JobSubmitted``...) after a position, in order: a
         reader that follows only a few types (the scheduler) skips the others in the query."""
         topics = [get_topic(EVENT_TYPES[name]) for name in types]
-        query = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {}.{} WHERE notification_id > %s AND topic = ANY(%s) "
-            "ORDER BY notification_id LIMIT %s"
-        ).format(
-            Identifier(self.recorder.datastore.schema),
-            Identifier(self.recorder.events_table_name),
+        return self._select_events(
+            "WHERE notification_id > %s AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
+            (after, topics, limit),
         )
-        with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(query, (after, topics, limit))
-            rows = cur.fetchall()
-        return [
-            self.decode_row(
-                (
-                    row["notification_id"],
-                    row["originator_id"],
-                    row["originator_version"],
-                    row["topic"],
-                    row["state"],
-                )
-            )
-            for row in rows
-        ]
 
     def cancellations(self, job_ids: Iterable[UUID]) -> dict[UUID, int]:
         """Of these jobs, those ever cancelled, each with the version of its last
@@ -594,30 +550,37 @@ class JobStore:
 
     def job_events(self, job_id: UUID) -> list[StoredJobEvent]:
         """A job's events in order (none for an id that is not a job's)."""
-        table = SQL("{}.{}").format(
+        events = self._select_events(
+            "WHERE originator_id = %s ORDER BY originator_version", (job_id,)
+        )
+        return [event for event in events if event.is_job_event]
+
+    def _events_query(self, condition: str) -> Composed:
+        """A query of the event table's rows (the columns `decode_row` takes), with `condition`
+        (a WHERE clause and an order, written here, never from input) after it."""
+        return SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+        ).format(
             Identifier(self.recorder.datastore.schema),
             Identifier(self.recorder.events_table_name),
-        )
-        query = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {} WHERE originator_id = %s ORDER BY originator_version"
-        ).format(table)
+        ) + SQL(condition)
+
+    def _select_events(self, condition: str, params: Sequence[Any]) -> list[StoredJobEvent]:
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(query, (job_id,))
+            cur.execute(self._events_query(condition), params)
             rows = cur.fetchall()
-        events = [
-            self._decode(
-                row["notification_id"],
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                ),
+        return [
+            self.decode_row(
+                (
+                    row["notification_id"],
+                    row["originator_id"],
+                    row["originator_version"],
+                    row["topic"],
+                    row["state"],
+                )
             )
             for row in rows
         ]
-        return [event for event in events if event.is_job_event]
 
     def _decode(self, position: int, stored: Any) -> StoredJobEvent:
         event = self.app.mapper.to_domain_event(stored)
