@@ -629,8 +629,15 @@ def test_cancelling_a_job_while_its_tests_run_kills_the_sandbox_run(
     processes = wait_until(the_run, what="the sandbox run")
     assert any("bwrap" in " ".join(p.cmdline()) for p in processes)
     assert post(stack, f"/api/jobs/{job_id}/cancel").status_code == 200
+
+    def alive(process: psutil.Process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False  # it ended between the two questions
+
     wait_until(
-        lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in processes),
+        lambda: not any(alive(p) for p in processes),
         timeout=10,
         what="the end of the sandbox run",
     )
