@@ -6,16 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from uuid import uuid4
 
 import pytest
+import structlog.testing
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from vdo_kernel.bus import EventMessage, connect, ensure_stream, server_urls, without_credentials
+from vdo_kernel import consumer
+from vdo_kernel.bus import (
+    EventMessage,
+    connect,
+    ensure_consumer,
+    ensure_stream,
+    server_urls,
+    without_credentials,
+)
 from vdo_kernel.consumer import Delivery, Subscription
-from vdo_kernel.subjects import event_subject
+from vdo_kernel.subjects import STREAM, event_subject
 
 ACK_WAIT = 30.0  # far longer than the test: a handed-back message must not wait for it
 
@@ -139,3 +148,46 @@ async def test_connect_waits_for_a_server_that_is_not_up_yet_and_names_it_withou
         await connect("nats://user:secret@127.0.0.1:1", name="test", connect_timeout=0.5)
     assert "127.0.0.1:1" in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+async def test_a_replica_that_cannot_fetch_says_so_and_says_when_it_fetches_again(
+    bus: tuple[Client, JetStreamContext], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, js = bus
+    monkeypatch.setattr(consumer, "FAILURES_WORTH_A_WARNING", 3)
+    taken: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def quick(delivery: Delivery) -> None:
+        await taken.put(delivery)
+
+    stop = asyncio.Event()
+    sub = subscription(js, quick, grace=1.0)
+    with structlog.testing.capture_logs() as logged:
+        running = asyncio.create_task(sub.run(stop))
+        await until(lambda: any(e["event"] == "consuming" for e in logged))
+        # The consumer disappears under the replica (deleted by hand, or lost with its server).
+        await js.delete_consumer(STREAM, "test-consumer")
+        await until(lambda: any(e["event"].startswith("cannot fetch") for e in logged), 30)
+        warning = next(e for e in logged if e["event"].startswith("cannot fetch"))
+        assert warning["log_level"] == "warning"
+        assert warning["consumer"] == "test-consumer"
+        # Said once, not at every failed try.
+        await asyncio.sleep(2.0)
+        assert sum(e["event"].startswith("cannot fetch") for e in logged) == 1
+
+        await ensure_consumer(
+            js, "test-consumer", [event_subject("JobSubmitted")], ack_wait=ACK_WAIT
+        )
+        sent = await publish_one(js)
+        delivery = await asyncio.wait_for(taken.get(), 30)
+        assert delivery.message.job_id == sent.job_id
+        assert any(e["event"] == "fetching again" for e in logged)
+        stop.set()
+        await asyncio.wait_for(running, 10)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)

@@ -27,6 +27,9 @@ from vdo_kernel.subjects import STREAM
 
 log = logs.get(__name__)
 
+# Fetches failing in a row (half a second apart) before a replica says it cannot fetch.
+FAILURES_WORTH_A_WARNING = 20
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -69,6 +72,7 @@ class Subscription:
         )
         psub = await self.js.pull_subscribe_bind(durable=self.durable, stream=STREAM)
         log.info("consuming", consumer=self.durable, subjects=self.filter_subjects)
+        failures = 0
         try:
             while not stop.is_set():
                 if not await self._free_slot(stop):
@@ -80,14 +84,16 @@ class Subscription:
                     msgs = await psub.fetch(batch=1, timeout=1.0)
                 except (NatsTimeoutError, TimeoutError):
                     self._slots.release()
+                    failures = self._fetched(failures)
                     continue
                 except Exception as error:
                     # Disconnected, or the server is restarting: the client reconnects by
                     # itself; the durable consumer kept our place.
                     self._slots.release()
-                    log.debug("fetch failed", consumer=self.durable, error=repr(error))
+                    failures = self._fetch_failed(failures, error)
                     await asyncio.sleep(0.5)
                     continue
+                failures = self._fetched(failures)
                 if not msgs:
                     self._slots.release()
                     continue
@@ -99,6 +105,26 @@ class Subscription:
             await self._finish_in_hand()
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
+
+    def _fetch_failed(self, failures: int, error: Exception) -> int:
+        """Count a failed fetch; say so once they have gone on for a while (a short outage,
+        such as a server restarting or a consumer changing leader, is routine)."""
+        failures += 1
+        log.debug("fetch failed", consumer=self.durable, error=repr(error))
+        if failures == FAILURES_WORTH_A_WARNING:
+            log.warning(
+                "cannot fetch from the consumer; trying again",
+                consumer=self.durable,
+                failures=failures,
+                error=repr(error),
+            )
+        return failures
+
+    def _fetched(self, failures: int) -> int:
+        """A fetch was answered (a message, or none before the timeout)."""
+        if failures >= FAILURES_WORTH_A_WARNING:
+            log.info("fetching again", consumer=self.durable, after_failures=failures)
+        return 0
 
     async def _free_slot(self, stop: asyncio.Event) -> bool:
         """Wait for room for one more message; False when stopping first (with every slot
