@@ -5,6 +5,7 @@ import { api, must } from "../api/client";
 import type { Job, Stats } from "../api/types";
 import { JobFilters, JobList, type JobFilter } from "../components/JobList";
 import { useLive } from "../live/useLive";
+import { firstItems } from "../lib/paging";
 import { useNow } from "../lib/useNow";
 
 const PAGE = 100;
@@ -14,6 +15,9 @@ export function JobsPage() {
   const [jobs, setJobs] = useState<Job[] | null>(null);
   const [total, setTotal] = useState(0);
   const [stats, setStats] = useState<Stats | null>(null);
+  const [shown, setShown] = useState(PAGE);
+  const shownRef = useRef(shown);
+  shownRef.current = shown;
   const [after, setAfter] = useState<number | null>(null);
   const [error, setError] = useState("");
   const now = useNow(5000);
@@ -28,10 +32,14 @@ export function JobsPage() {
     try {
       const counts = must(await api.GET("/api/stats", { params: { query: { days: 1 } } }));
       const current = filterRef.current;
-      const page = must(
-        await api.GET("/api/jobs", {
-          params: { query: { limit: PAGE, status: current.status ?? undefined, q: current.q || undefined } },
-        }),
+      const page = await firstItems(
+        async (offset, limit) =>
+          must(
+            await api.GET("/api/jobs", {
+              params: { query: { limit, offset, status: current.status ?? undefined, q: current.q || undefined } },
+            }),
+          ),
+        shownRef.current,
       );
       setStats(counts);
       setJobs(page.items);
@@ -51,9 +59,14 @@ export function JobsPage() {
     timer.current = setTimeout(() => void refresh(), 100);
   }, [refresh]);
 
+  // A new filter starts again from the first page.
+  const changeFilter = useCallback((next: JobFilter) => {
+    setShown(PAGE);
+    setFilter(next);
+  }, []);
   useEffect(() => {
     void refresh();
-  }, [filter, refresh]);
+  }, [filter, shown, refresh]);
   useEffect(() => () => {
     if (timer.current) clearTimeout(timer.current);
   }, []);
@@ -79,7 +92,7 @@ export function JobsPage() {
           <Plus aria-hidden="true" className="h-4 w-4" /> New job
         </Link>
       </div>
-      <JobFilters filter={filter} counts={counts} total={stats?.total_jobs ?? 0} onChange={setFilter} />
+      <JobFilters filter={filter} counts={counts} total={stats?.total_jobs ?? 0} onChange={changeFilter} />
       {error && (
         <p role="alert" className="rounded-md bg-red-50 px-3 py-2 text-sm text-red-900">
           {error}
@@ -91,9 +104,14 @@ export function JobsPage() {
         <>
           <JobList jobs={jobs} now={now} />
           {total > jobs.length && (
-            <p className="text-xs text-slate-600">
-              Showing the newest {jobs.length} of {total}; narrow the search to find others.
-            </p>
+            <div className="flex flex-wrap items-center gap-3">
+              <p className="text-xs text-slate-600" data-testid="jobs-shown">
+                Showing the newest {jobs.length} of {total}.
+              </p>
+              <button type="button" className="btn-secondary" onClick={() => setShown(jobs.length + PAGE)}>
+                Show {Math.min(PAGE, total - jobs.length)} more
+              </button>
+            </div>
           )}
         </>
       )}
