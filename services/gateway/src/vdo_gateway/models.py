@@ -53,6 +53,12 @@ _MODEL_NAME: Final = re.compile(r"[^\s\x00-\x1f\x7f]+")
 AiPhase = Literal["planner", "builder", "tester", "reviewer"]
 
 
+def copied_fields(names: Iterable[str], source: object, **overrides: Any) -> dict[str, Any]:
+    """Each named field read from the source's attribute of the same name (a read model's row
+    or figure), but `overrides` (for what it has not, or has otherwise)."""
+    return {name: getattr(source, name) for name in names if name not in overrides} | overrides
+
+
 def normalise_route(value: str) -> str:
     """``provider:model`` with the provider checked and written the one way (lower case,
     gemini as google), or a ValueError saying what is wrong (without repeating the value)."""
@@ -259,20 +265,7 @@ class StepPublic(BaseModel):
 
     @classmethod
     def from_row(cls, row: StepRow) -> StepPublic:
-        return cls(
-            step=row.step,
-            phase=row.phase,
-            attempt=row.attempt,
-            worker=row.worker,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            outcome=row.outcome,
-            summary=row.summary,
-            artifacts=row.artifacts,
-            details=row.details,
-            failed_reason=row.failed_reason,
-            resumed=row.resumed,
-        )
+        return cls.model_validate(row, from_attributes=True)
 
 
 class ModelCallPublic(BaseModel):
@@ -303,29 +296,10 @@ class ModelCallPublic(BaseModel):
 
     @classmethod
     def from_row(cls, row: ModelCallRow) -> ModelCallPublic:
-        return cls(
-            key=row.key,
-            step=row.step,
-            phase=_phase(row.step),
-            attempt=row.attempt,
-            call=row.call,
-            try_number=row.try_number,
-            provider=row.provider,
-            model=row.model,
-            route=f"{row.provider}:{row.model}",
-            reserved_usd=row.reserved_usd,
-            note=row.note,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-            outcome=row.outcome,
-            error=row.error,
-            input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens,
-            cached_tokens=row.cached_tokens,
-            cache_write_tokens=row.cache_write_tokens,
-            cost_usd=row.cost_usd,
-            latency_ms=row.latency_ms,
-            reply=row.reply,
+        return cls.model_validate(
+            copied_fields(
+                cls.model_fields, row, phase=_phase(row.step), route=f"{row.provider}:{row.model}"
+            )
         )
 
 
@@ -405,17 +379,7 @@ class ModelCallsSummary(BaseModel):
 
     @classmethod
     def from_summary(cls, summary: CallsSummary) -> ModelCallsSummary:
-        return cls(
-            count=summary.count,
-            open=summary.open,
-            failed=summary.failed,
-            cost_usd=summary.cost_usd,
-            held_usd=summary.held_usd,
-            input_tokens=summary.input_tokens,
-            output_tokens=summary.output_tokens,
-            cached_tokens=summary.cached_tokens,
-            cache_write_tokens=summary.cache_write_tokens,
-        )
+        return cls.model_validate(summary, from_attributes=True)
 
     @classmethod
     def from_calls(cls, calls: list[ModelCallPublic]) -> ModelCallsSummary:
@@ -479,27 +443,9 @@ class JobPublic(BaseModel):
 
     @classmethod
     def row_fields(cls, row: JobRow) -> dict[str, Any]:
-        return {
-            "id": row.id,
-            "title": row.title,
-            "status": Status(row.status),
-            "phase": row.phase,
-            "step": row.step,
-            "attempt": row.attempt,
-            "max_attempts": row.max_attempts,
-            "budget_usd": row.budget_usd,
-            "cost_usd": row.cost_usd,
-            "submitted_by": row.submitted_by,
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "started_at": row.started_at,
-            "finished_at": row.finished_at,
-            "finished_reason": row.finished_reason,
-            "version": row.version,
-            "position": row.last_position,
-            "priority": row.priority,
-            "queue_position": row.queue_position,
-        }
+        # Every field is the row's of the same name but the position of the job's last event.
+        fields = JobPublic.model_fields
+        return copied_fields(fields, row, position=row.last_position)
 
     @classmethod
     def from_row(cls, row: JobRow) -> JobPublic:
@@ -710,7 +656,7 @@ class DayCostPublic(BaseModel):
 
     @classmethod
     def from_cost(cls, cost: DayCost) -> DayCostPublic:
-        return cls(day=cost.day, calls=cost.calls, cost_usd=cost.cost_usd)
+        return cls.model_validate(cost, from_attributes=True)
 
 
 class ModelCostPublic(BaseModel):
@@ -727,17 +673,8 @@ class ModelCostPublic(BaseModel):
 
     @classmethod
     def from_cost(cls, cost: ModelCost) -> ModelCostPublic:
-        return cls(
-            route=f"{cost.provider}:{cost.model}",
-            provider=cost.provider,
-            model=cost.model,
-            calls=cost.calls,
-            failed=cost.failed,
-            cost_usd=cost.cost_usd,
-            input_tokens=cost.input_tokens,
-            output_tokens=cost.output_tokens,
-            cached_tokens=cost.cached_tokens,
-            cache_write_tokens=cost.cache_write_tokens,
+        return cls.model_validate(
+            copied_fields(cls.model_fields, cost, route=f"{cost.provider}:{cost.model}")
         )
 
 
@@ -784,14 +721,7 @@ class PhaseDurationPublic(BaseModel):
 
     @classmethod
     def from_duration(cls, duration: PhaseDuration) -> PhaseDurationPublic:
-        return cls(
-            phase=duration.phase,
-            steps=duration.steps,
-            mean_seconds=duration.mean_seconds,
-            p50_seconds=duration.p50_seconds,
-            p95_seconds=duration.p95_seconds,
-            max_seconds=duration.max_seconds,
-        )
+        return cls.model_validate(duration, from_attributes=True)
 
 
 class DayJobsPublic(BaseModel):
@@ -803,13 +733,7 @@ class DayJobsPublic(BaseModel):
 
     @classmethod
     def from_day(cls, day: DayJobs) -> DayJobsPublic:
-        return cls(
-            day=day.day,
-            submitted=day.submitted,
-            completed=day.completed,
-            failed=day.failed,
-            cancelled=day.cancelled,
-        )
+        return cls.model_validate(day, from_attributes=True)
 
 
 ComponentStatus = Literal["ok", "lagging", "down", "unknown"]
