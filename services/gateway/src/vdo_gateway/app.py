@@ -54,7 +54,12 @@ def create_app(
         resources = await Resources.open(settings)
         app.state.resources = resources
         try:
-            app.state.live = await LiveHub.open(resources.store, resources.bus, database_url)
+            app.state.live = await LiveHub.open(
+                resources.store,
+                resources.bus,
+                database_url,
+                poll_seconds=gateway_settings.ws_poll_seconds,
+            )
             try:
                 yield
             finally:

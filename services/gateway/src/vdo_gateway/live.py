@@ -224,10 +224,12 @@ class LiveHub:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    async def open(cls, store: JobStore, bus: Bus, database_url: str) -> LiveHub:
+    async def open(
+        cls, store: JobStore, bus: Bus, database_url: str, *, poll_seconds: float = POLL_SECONDS
+    ) -> LiveHub:
         reader = EventLog(store, database_url)
         await reader.open()
-        hub = cls(reader, bus)
+        hub = cls(reader, bus, poll_seconds=poll_seconds)
         try:
             hub.head = await reader.end()
         except BaseException:

@@ -47,3 +47,6 @@ class GatewaySettings(BaseSettings):
     ws_queue_limit: int = Field(default=1000, ge=8, le=1_000_000)
     # A frame the client has not taken within this long means it is gone: it is dropped.
     ws_send_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # How often live updates look in the store for events the bus did not bring (a relay
+    # that crashed between commit and publish, a NATS outage); the bus brings the rest at once.
+    ws_poll_seconds: float = Field(default=1.0, gt=0, le=3600)
