@@ -3,7 +3,6 @@ hostile requirement lines refused, a missing package failing with uv's reason.""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -80,13 +79,10 @@ async def test_a_real_package_is_resolved_once_and_reused(tmp_path: Path) -> Non
     assert any(line.startswith("dependency installed: six==") for line in lines)
     assert cache.uv_runs == 1
     # The same requirements in another order and spelling: the same environment, no uv.
-    started = time.monotonic()
     second = await cache.resolve(parse_requirements(["ATTRS >= 22", "Six"], "requirements.txt"))
-    took = time.monotonic() - started
     assert second.path == first.path
     assert second.reused
     assert cache.uv_runs == 1
-    assert took < 0.5
     # Another process (a new cache on the same directory) finds it too.
     again = DependencyCache(tmp_path / "wheels")
     assert (await again.resolve(["six", "attrs>=22"])).reused
