@@ -18,9 +18,8 @@ from nats.js.errors import NotFoundError
 
 from vdo_kernel import logs
 from vdo_kernel.bus import EventMessage
-from vdo_kernel.heartbeat import start_heartbeat
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import JobStore, StoredJobEvent, open_store
+from vdo_kernel.store import JobStore, StoredJobEvent
 from vdo_kernel.subjects import HEADER_POSITION, STREAM
 
 log = logs.get(__name__)
@@ -153,32 +152,16 @@ class Relay:
 
 async def run_relay(settings: Settings | None = None) -> None:
     """The relay process: `python -m vdo_kernel.relay`."""
-    from vdo_kernel.bus import connect, ensure_stream
-    from vdo_kernel.service import stop_on_signals
+    from vdo_kernel.service import started
 
-    settings = settings or Settings()
-    logs.configure("relay", level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_path)
-    nats_url, database_url = settings.require_urls()
-    store = await asyncio.to_thread(
-        open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
-    )
-    nc = await connect(nats_url, name="relay", connect_timeout=settings.startup_timeout_seconds)
-    js = nc.jetstream()
-    await ensure_stream(js, replicas=settings.stream_replicas)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    relay = Relay(store, js, database_url)
-    try:
-        while not stop.is_set():
+    async with started("relay", settings or Settings()) as up:
+        relay = Relay(up.store, up.js, up.database_url)
+        while not up.stop.is_set():
             try:
-                await relay.run(stop)
+                await relay.run(up.stop)
             except (psycopg.OperationalError, OSError) as error:
                 log.warning("relay lost the database; retrying", error=str(error))
                 await asyncio.sleep(1.0)
-    finally:
-        await nc.drain()
-        store.close()
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""The common shape of a phase service: settings, store, bus, one subscription per step it
-does, a watch on cancellations (which stops the work in hand for a cancelled job), run until
-SIGTERM / SIGINT, then finish the messages in hand and stop."""
+"""How a service process runs. `started` is the start and end every service shares (logs,
+heartbeat, store, NATS, stop signals); `run_step_service` is the common shape of a phase
+service on top of it: one subscription per step it does, a watch on cancellations (which stops
+the work in hand for a cancelled job), run until SIGTERM / SIGINT, then finish the messages in
+hand and stop."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from vdo_kernel import logs
 from vdo_kernel.blobs import BlobStore
@@ -43,6 +47,48 @@ def worker_name(service: str) -> str:
     return f"{service}@{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Started:
+    """What every service process has once it is up: its store, its NATS connection with the
+    event stream there, and the event SIGTERM / SIGINT sets."""
+
+    settings: Settings
+    database_url: str
+    store: JobStore
+    nc: Client
+    js: JetStreamContext
+    stop: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def started(
+    service: str, settings: Settings, *, pool_size: int = 2
+) -> AsyncIterator[Started]:
+    """Start a service process the one way: its logs, its heartbeat, then the store and NATS
+    (each waited for up to the start-up timeout), the event stream made sure of, and the stop
+    signals heard. At the end: NATS drained and the store closed."""
+    logs.configure(service, level=settings.log_level, fmt=settings.log_format)
+    start_heartbeat(settings.heartbeat_path)
+    nats_url, database_url = settings.require_urls()
+    store = await asyncio.to_thread(
+        open_store, database_url, pool_size=pool_size, timeout=settings.startup_timeout_seconds
+    )
+    try:
+        nc = await connect(nats_url, name=service, connect_timeout=settings.startup_timeout_seconds)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, replicas=settings.stream_replicas)
+            stop = asyncio.Event()
+            stop_on_signals(stop)
+            yield Started(settings, database_url, store, nc, js, stop)
+        finally:
+            logs.get(service).info("service stopping")
+            with contextlib.suppress(Exception):
+                await nc.drain()
+    finally:
+        store.close()
+
+
 async def run_step_service(
     service: str,
     work: Mapping[Step, StepWork],
@@ -53,68 +99,55 @@ async def run_step_service(
     """Run `service`'s steps until SIGTERM / SIGINT. `report`, if given, is what the service
     says of itself for the API to show (`vdo_kernel.reports`): names and settings, no secret."""
     settings = settings or Settings()
-    logs.configure(service, level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_path)
-    log = logs.get(service)
-    nats_url, database_url = settings.require_urls()
     # The store is synchronous; its calls run in threads, one per message in hand at most.
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=settings.consumer_concurrency * len(work) + 4)
     )
-    store = await asyncio.to_thread(
-        open_store,
-        database_url,
-        pool_size=min(settings.consumer_concurrency, 10),
-        timeout=settings.startup_timeout_seconds,
-    )
-    blobs = BlobStore(settings.blobs_dir)
-    nc = await connect(nats_url, name=service, connect_timeout=settings.startup_timeout_seconds)
-    js = nc.jetstream()
-    await ensure_stream(js, replicas=settings.stream_replicas)
-    if report is not None:
+    async with started(service, settings, pool_size=min(settings.consumer_concurrency, 10)) as up:
+        log = logs.get(service)
+        if report is not None:
+            try:
+                await publish_report(
+                    up.js, service, dict(report), replicas=settings.stream_replicas
+                )
+            except Exception as error:
+                log.warning("could not publish the service's report", error=repr(error))
+        live = LiveLog(up.nc)
+        blobs = BlobStore(settings.blobs_dir)
+        runners = [
+            StepRunner(
+                step=step,
+                work=step_work,
+                store=up.store,
+                blobs=blobs,
+                settings=settings,
+                worker=worker_name(service),
+                live=live,
+            )
+            for step, step_work in work.items()
+        ]
+        subscriptions = [
+            Subscription(
+                up.js,
+                durable=step_consumer(runner.step),
+                filter_subjects=list(STEP_TRIGGERS[runner.step]),
+                handler=runner.handle,
+                ack_wait=settings.ack_wait_seconds,
+                concurrency=settings.consumer_concurrency,
+                shutdown_grace=settings.shutdown_grace_seconds,
+            )
+            for runner in runners
+        ]
+        log.info("service started", steps=[s.value for s in work])
         try:
-            await publish_report(js, service, dict(report), replicas=settings.stream_replicas)
-        except Exception as error:
-            log.warning("could not publish the service's report", error=repr(error))
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    live = LiveLog(nc)
-    runners = [
-        StepRunner(
-            step=step,
-            work=step_work,
-            store=store,
-            blobs=blobs,
-            settings=settings,
-            worker=worker_name(service),
-            live=live,
-        )
-        for step, step_work in work.items()
-    ]
-    subscriptions = [
-        Subscription(
-            js,
-            durable=step_consumer(runner.step),
-            filter_subjects=list(STEP_TRIGGERS[runner.step]),
-            handler=runner.handle,
-            ack_wait=settings.ack_wait_seconds,
-            concurrency=settings.consumer_concurrency,
-            shutdown_grace=settings.shutdown_grace_seconds,
-        )
-        for runner in runners
-    ]
-    log.info("service started", steps=[s.value for s in work])
-    try:
-        await asyncio.gather(
-            *(sub.run(stop) for sub in subscriptions),
-            watch_cancellations(nc, store, runners, stop, every=settings.cancel_check_seconds),
-        )
-    finally:
-        log.info("service stopping")
-        await live.close()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        store.close()
+            await asyncio.gather(
+                *(sub.run(up.stop) for sub in subscriptions),
+                watch_cancellations(
+                    up.nc, up.store, runners, up.stop, every=settings.cancel_check_seconds
+                ),
+            )
+        finally:
+            await live.close()
 
 
 async def watch_cancellations(

@@ -13,12 +13,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as CoreSubscription
 
 from vdo_kernel import logs
-from vdo_kernel.bus import connect, ensure_stream
 from vdo_kernel.consumer import Delivery, Subscription
-from vdo_kernel.heartbeat import start_heartbeat
-from vdo_kernel.service import stop_on_signals
+from vdo_kernel.service import started
 from vdo_kernel.settings import Settings
-from vdo_kernel.store import open_store
 from vdo_kernel.subjects import ADMIN_VERIFY, CONSUMER_PROJECTOR, STREAM_SUBJECTS, VERIFY_QUEUE
 from vdo_projector.projection import Projection
 from vdo_projector.verify import verify
@@ -81,42 +78,23 @@ async def answer_verify_requests(nc: Client, database_url: str) -> CoreSubscript
 
 async def run_projector(settings: Settings | None = None) -> None:
     """`python -m vdo_projector`."""
-    settings = settings or Settings()
-    logs.configure("projector", level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_path)
-    nats_url, database_url = settings.require_urls()
-    store = await asyncio.to_thread(
-        open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
-    )
-    projection = Projection(database_url, store)
-    nc = None
-    try:
-        await asyncio.to_thread(projection.setup)
-        projector = Projector(projection)
-        nc = await connect(
-            nats_url, name="projector", connect_timeout=settings.startup_timeout_seconds
-        )
-        js = nc.jetstream()
-        await ensure_stream(js, replicas=settings.stream_replicas)
-        await answer_verify_requests(nc, database_url)
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        subscription = Subscription(
-            js,
-            durable=CONSUMER_PROJECTOR,
-            filter_subjects=list(STREAM_SUBJECTS),
-            handler=projector.handle,
-            ack_wait=settings.ack_wait_seconds,
-            # One at a time: each catch-up applies everything available, so parallel
-            # deliveries would only queue on the tracking lock.
-            concurrency=1,
-        )
-        log.info("projector started", position=await asyncio.to_thread(projection.position))
-        await asyncio.gather(subscription.run(stop), projector.poll(stop))
-    finally:
-        log.info("projector stopping")
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.drain()
-        await asyncio.to_thread(projection.close)
-        store.close()
+    async with started("projector", settings or Settings()) as up:
+        projection = Projection(up.database_url, up.store)
+        try:
+            await asyncio.to_thread(projection.setup)
+            projector = Projector(projection)
+            await answer_verify_requests(up.nc, up.database_url)
+            subscription = Subscription(
+                up.js,
+                durable=CONSUMER_PROJECTOR,
+                filter_subjects=list(STREAM_SUBJECTS),
+                handler=projector.handle,
+                ack_wait=up.settings.ack_wait_seconds,
+                # One at a time: each catch-up applies everything available, so parallel
+                # deliveries would only queue on the tracking lock.
+                concurrency=1,
+            )
+            log.info("projector started", position=await asyncio.to_thread(projection.position))
+            await asyncio.gather(subscription.run(up.stop), projector.poll(up.stop))
+        finally:
+            await asyncio.to_thread(projection.close)

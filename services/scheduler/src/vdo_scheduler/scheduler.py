@@ -32,16 +32,13 @@ from eventsourcing.persistence import PersistenceError, Tracking
 from nats.aio.msg import Msg
 
 from vdo_kernel import logs
-from vdo_kernel.bus import connect
-from vdo_kernel.heartbeat import start_heartbeat
-from vdo_kernel.service import stop_on_signals, worker_name
+from vdo_kernel.service import started, worker_name
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import (
     AlreadyHandledError,
     ConcurrencyError,
     JobNotFoundError,
     JobStore,
-    open_store,
 )
 from vdo_kernel.subjects import QUEUE_EVENTS, SCHEDULER, event_subject
 from vdo_scheduler.queue import QUEUE_TYPES, Limits, Queue
@@ -174,43 +171,30 @@ async def _become_leader(conn: psycopg.AsyncConnection, stop: asyncio.Event) -> 
 
 async def run_scheduler(settings: Settings | None = None) -> None:
     """The scheduler process: `python -m vdo_scheduler`."""
-    settings = settings or Settings()
-    logs.configure("scheduler", level=settings.log_level, fmt=settings.log_format)
-    start_heartbeat(settings.heartbeat_path)
-    nats_url, database_url = settings.require_urls()
-    store = await asyncio.to_thread(
-        open_store, database_url, pool_size=2, timeout=settings.startup_timeout_seconds
-    )
-    nc = await connect(nats_url, name="scheduler", connect_timeout=settings.startup_timeout_seconds)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    wake = asyncio.Event()
+    async with started("scheduler", settings or Settings()) as up:
+        wake = asyncio.Event()
 
-    async def heard(msg: Msg) -> None:
-        wake.set()
+        async def heard(msg: Msg) -> None:
+            wake.set()
 
-    async def wake_on_stop() -> None:
-        await stop.wait()
-        wake.set()
+        async def wake_on_stop() -> None:
+            await up.stop.wait()
+            wake.set()
 
-    for event_type in sorted(QUEUE_EVENTS):
-        await nc.subscribe(event_subject(event_type), cb=heard)
-    stopping = asyncio.create_task(wake_on_stop())
-    try:
-        while not stop.is_set():
-            try:
-                await lead(store, settings, database_url, wake, stop)
-            except (psycopg.Error, PersistenceError, OSError) as error:
-                log.warning("scheduler lost the database; trying again", error=str(error))
-            except Exception:
-                log.exception("scheduling failed; trying again")
-            else:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
-    finally:
-        log.info("scheduler stopping")
-        stopping.cancel()
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        store.close()
+        for event_type in sorted(QUEUE_EVENTS):
+            await up.nc.subscribe(event_subject(event_type), cb=heard)
+        stopping = asyncio.create_task(wake_on_stop())
+        try:
+            while not up.stop.is_set():
+                try:
+                    await lead(up.store, up.settings, up.database_url, wake, up.stop)
+                except (psycopg.Error, PersistenceError, OSError) as error:
+                    log.warning("scheduler lost the database; trying again", error=str(error))
+                except Exception:
+                    log.exception("scheduling failed; trying again")
+                else:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(up.stop.wait(), timeout=1.0)
+        finally:
+            stopping.cancel()
