@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable
 
 import nats
@@ -37,10 +38,13 @@ async def follow(
     finished: Callable[[], bool],
     seconds: float | None = None,
     poll: float = 1.0,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """Print live lines until `finished()` says the job ended (checked every `poll` seconds),
     or `seconds` have passed."""
-    nc = await nats.connect(nats_url, name="vdo-logs", connect_timeout=5, max_reconnect_attempts=3)
+    nc = await nats.connect(
+        nats_url, name="vdo-logs", connect_timeout=5, max_reconnect_attempts=3, tls=tls
+    )
     subject = live_log_subject(job_id) if job_id else f"{LIVE_LOG_PREFIX}.>"
 
     async def on_line(msg: Msg) -> None:

@@ -45,7 +45,7 @@ from vdo_cli.views import history_table, job_detail, jobs_table, make_console, p
 from vdo_cli.watch import cost_line, watch_job
 from vdo_kernel import logs
 from vdo_kernel.domain import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, Status
-from vdo_kernel.settings import Settings
+from vdo_kernel.settings import Settings, SettingsError
 
 # 1: the job did not complete, or the gateway refused the request. 2 is a usage error (typer).
 EXIT_FAILED = 1
@@ -216,7 +216,8 @@ def logs_command(
     """Follow the live log: model replies as they stream in, sandbox output line by line. With a
     job, stops when the job ends."""
     with _reporting_errors(), _gateway(api) as gateway:
-        url = nats_address(_settings())
+        settings = _settings()
+        url = nats_address(settings)
 
         def finished() -> bool:
             if job_id is None:
@@ -235,6 +236,7 @@ def logs_command(
                     lambda text: typer.echo(text, nl=False),
                     finished=finished,
                     seconds=seconds,
+                    tls=settings.nats_tls(),
                 )
             )
         except KeyboardInterrupt:
@@ -437,7 +439,7 @@ def _reporting_errors() -> Iterator[None]:
     except GatewayUnreachable as exc:
         _error(str(exc))
         raise typer.Exit(EXIT_UNREACHABLE) from None
-    except ClientError as exc:
+    except (ClientError, SettingsError) as exc:
         _error(str(exc))
         raise typer.Exit(EXIT_FAILED) from None
 

@@ -308,6 +308,7 @@ def _make_stream(url: str, settings: Settings, *, anew: bool) -> None:
             servers=server_urls(url),
             name="vdo-restore",
             connect_timeout=NATS_CONNECT_SECONDS,
+            tls=settings.nats_tls(),
             allow_reconnect=False,
             max_reconnect_attempts=0,
         )

@@ -191,7 +191,12 @@ class Stack:
         store.close()
 
         async def stream() -> None:
-            nc = await connect(self.nats_url, name="vdo-stack", connect_timeout=20)
+            nc = await connect(
+                self.nats_url,
+                name="vdo-stack",
+                connect_timeout=20,
+                tls=self.settings.nats_tls(),
+            )
             try:
                 await ensure_stream(nc.jetstream(), replicas=self.settings.stream_replicas)
             finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -55,12 +56,15 @@ def without_credentials(server: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Client:
+async def connect(
+    url: str, *, name: str, connect_timeout: float = 60.0, tls: ssl.SSLContext | None = None
+) -> Client:
     """Connect, retrying until a server answers (it may still be starting), then keep
     reconnecting for ever: a restarted server is picked up again without a restart of ours.
 
     `url` may name several servers of a cluster, comma-separated: the client connects to one,
-    learns the others from it, and moves to another when its server goes away."""
+    learns the others from it, and moves to another when its server goes away. `tls` is the
+    context for servers that require TLS (`Settings.nats_tls`)."""
     servers = server_urls(url)
 
     client: list[Client] = []
@@ -100,6 +104,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 60.0) -> Clie
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
                 error_cb=on_error,
+                tls=tls,
             )
             await asyncio.wait_for(connecting, timeout=max(deadline - loop.time(), 0.5))
             client.append(nc)

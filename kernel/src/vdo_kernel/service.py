@@ -70,11 +70,17 @@ async def started(
     logs.configure(service, level=settings.log_level, fmt=settings.log_format)
     start_heartbeat(settings.heartbeat_path)
     nats_url, database_url = settings.require_urls()
+    tls = settings.nats_tls()
     store = await asyncio.to_thread(
         open_store, database_url, pool_size=pool_size, timeout=settings.startup_timeout_seconds
     )
     try:
-        nc = await connect(nats_url, name=service, connect_timeout=settings.startup_timeout_seconds)
+        nc = await connect(
+            nats_url,
+            name=service,
+            connect_timeout=settings.startup_timeout_seconds,
+            tls=tls,
+        )
         try:
             js = nc.jetstream()
             await ensure_stream(js, replicas=settings.stream_replicas)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used as it is; the message names it."""
 
 
 class Settings(BaseSettings):
@@ -35,6 +40,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="external PostgreSQL (postgresql://...); unset = embedded"
     )
+    # TLS to NATS, when its servers require it (`tls { ... }` in their configuration): the CA
+    # that signed their certificates (unset: the system's CAs), and this client's certificate
+    # and key, for servers that verify clients (`verify: true`). PEM files.
+    nats_ca_path: Path | None = None
+    nats_cert_path: Path | None = None
+    nats_key_path: Path | None = None
     # Copies of the event stream (and its consumers) a NATS cluster keeps: 3 on a three-node
     # cluster, so losing a node loses nothing; 1 on a single server.
     stream_replicas: int = Field(default=1, ge=1, le=5)
@@ -136,6 +147,32 @@ class Settings(BaseSettings):
     @property
     def wheels_dir(self) -> Path:
         return self.wheel_cache_dir or self.home / "wheels"
+
+    def nats_tls(self) -> ssl.SSLContext | None:
+        """The TLS context NATS connections use, from the three settings above; None when none
+        is set (a server that requires TLS is then verified against the system's CAs). A
+        missing or unreadable file is a SettingsError that names its setting."""
+        if not (self.nats_ca_path or self.nats_cert_path or self.nats_key_path):
+            return None
+        if bool(self.nats_cert_path) != bool(self.nats_key_path):
+            raise SettingsError(
+                "VDO_NATS_CERT_PATH and VDO_NATS_KEY_PATH go together: set both, or neither"
+            )
+        try:
+            context = ssl.create_default_context(cafile=self.nats_ca_path)
+        except (OSError, ssl.SSLError) as error:
+            raise SettingsError(
+                f"VDO_NATS_CA_PATH: cannot use {self.nats_ca_path}: {error}"
+            ) from None
+        if self.nats_cert_path and self.nats_key_path:
+            try:
+                context.load_cert_chain(self.nats_cert_path, self.nats_key_path)
+            except (OSError, ssl.SSLError) as error:
+                raise SettingsError(
+                    f"VDO_NATS_CERT_PATH / VDO_NATS_KEY_PATH: cannot use "
+                    f"{self.nats_cert_path} and {self.nats_key_path}: {error}"
+                ) from None
+        return context
 
     def require_urls(self) -> tuple[str, str]:
         """The bus and store URLs a service needs; a clear error when the stack did not set them."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +41,9 @@ class Bus:
     """The NATS connection, made in the background: the API answers (and its health check says
     NATS is down) while NATS is unreachable, and picks it up when it comes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, tls: ssl.SSLContext | None = None) -> None:
         self.url = url
+        self.tls = tls
         self.client: Client | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -51,7 +53,9 @@ class Bus:
     async def _connect(self) -> None:
         while self.client is None:
             try:
-                self.client = await connect(self.url, name="gateway", connect_timeout=30)
+                self.client = await connect(
+                    self.url, name="gateway", connect_timeout=30, tls=self.tls
+                )
             except RuntimeError as error:
                 log.warning("NATS unreachable; still trying", error=str(error))
 
@@ -119,6 +123,7 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         nats_url, database_url = settings.require_urls()
+        tls = settings.nats_tls()
         store = await asyncio.to_thread(
             open_store,
             database_url,
@@ -144,7 +149,7 @@ class Resources:
         except BaseException:
             store.close()
             raise
-        bus = Bus(nats_url)
+        bus = Bus(nats_url, tls=tls)
         bus.start()
         return cls(settings=settings, store=store, read_pool=pool, bus=bus)
 
