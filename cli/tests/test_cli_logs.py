@@ -17,6 +17,8 @@ from vdo_cli.main import app
 
 pytestmark = pytest.mark.e2e
 
+NOWHERE = "nats://127.0.0.1:9"
+
 
 @pytest.fixture(scope="module")
 def slow_stack(
@@ -30,10 +32,14 @@ def slow_stack(
     drop_database(postgres_server, url)
 
 
-def test_the_live_log_shows_model_replies_and_sandbox_output(slow_stack: RunningStack) -> None:
+def test_the_live_log_shows_model_replies_and_sandbox_output(
+    slow_stack: RunningStack, tmp_path: Path
+) -> None:
     job_id = slow_stack.submit("wc logs", WORD_COUNT)
     results: list[Result] = []
-    env = {"VDO_HOME": str(slow_stack.stack.home), "VDO_TOKEN": slow_stack.token}
+    # As from another machine: only the API's address and a token; no NATS the CLI could reach
+    # (the log comes through the gateway).
+    env = {"VDO_HOME": str(tmp_path), "VDO_TOKEN": slow_stack.token, "VDO_NATS_URL": NOWHERE}
     watcher = threading.Thread(
         target=lambda: results.append(
             CliRunner().invoke(app, ["logs", job_id, "--api", slow_stack.gateway_url], env=env)
@@ -74,3 +80,33 @@ def test_logs_without_a_stack_say_what_to_start(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no NATS" in result.output
+
+
+def test_a_member_cannot_follow_the_log_of_a_job_that_is_not_theirs(
+    slow_stack: RunningStack, tmp_path: Path
+) -> None:
+    job_id = slow_stack.submit("wc not yours", WORD_COUNT)
+    with slow_stack.api() as api:
+        assert api.post("/api/users", json={"name": "lea", "role": "member"}).status_code == 201
+        token = api.post("/api/tokens", json={"user": "lea", "name": "cli"}).json()["token"]
+    result = CliRunner().invoke(
+        app,
+        ["logs", job_id, "--api", slow_stack.gateway_url, "--for", "5"],
+        env={"VDO_HOME": str(tmp_path), "VDO_TOKEN": token, "VDO_NATS_URL": NOWHERE},
+    )
+    assert result.exit_code != 0
+    assert "not found" in result.output.lower()
+    assert "[run_tests sandbox]" not in result.output
+
+
+def test_the_live_log_stops_after_the_time_given(slow_stack: RunningStack, tmp_path: Path) -> None:
+    job_id = slow_stack.submit("wc for a while", WORD_COUNT)
+    result = CliRunner().invoke(
+        app,
+        ["logs", job_id, "--api", slow_stack.gateway_url, "--for", "2"],
+        env={"VDO_HOME": str(tmp_path), "VDO_TOKEN": slow_stack.token, "VDO_NATS_URL": NOWHERE},
+    )
+    assert result.exit_code == 0, result.output
+    # Stopped while the job went on (each step takes the scripted model a second).
+    assert slow_stack.job(job_id)["status"] not in ("completed", "failed", "cancelled")
+    slow_stack.wait_for(job_id, timeout=90)

@@ -276,6 +276,10 @@ class Gateway:
     def url(self) -> str:
         return self._config.address.url
 
+    @property
+    def token(self) -> str | None:
+        return self._config.token
+
     def submit(self, command: SubmitJob) -> JSON:
         body: JSON = {}
         if command.title is not None:

@@ -36,7 +36,7 @@ from vdo_cli.client import (
 )
 from vdo_cli.doctor import print_doctor
 from vdo_cli.doctor import report as doctor_report
-from vdo_cli.livelog import follow as follow_log
+from vdo_cli.livelog import follow_every_job, follow_job
 from vdo_cli.portability import register as register_portability
 from vdo_cli.replay import run_replay
 from vdo_cli.sandbox_cmd import sandbox_app
@@ -214,31 +214,32 @@ def logs_command(
     api: Api = None,
 ) -> None:
     """Follow the live log: model replies as they stream in, sandbox output line by line. With a
-    job, stops when the job ends."""
+    job, through the gateway (your token's access), until the job ends; every job's at once
+    needs the deployment's NATS."""
+    print_text = lambda text: typer.echo(text, nl=False)  # noqa: E731
     with _reporting_errors(), _gateway(api) as gateway:
-        settings = _settings()
-        url = nats_address(settings)
-
-        def finished() -> bool:
-            if job_id is None:
-                return False
-            return gateway.job(job_id).get("status") in ("completed", "failed", "cancelled")
-
-        if job_id is not None and finished():
-            typer.echo(f"job {job_id} has ended; its history: vdo show {job_id}")
-            return
-        typer.echo(f"following the live log of {job_id or 'every job'} (Ctrl-C to stop)", err=True)
         try:
-            asyncio.run(
-                follow_log(
-                    url,
-                    job_id,
-                    lambda text: typer.echo(text, nl=False),
-                    finished=finished,
-                    seconds=seconds,
-                    tls=settings.nats_tls(),
+            if job_id is not None:
+                job = gateway.job(job_id)
+                if job.get("status") in ("completed", "failed", "cancelled"):
+                    typer.echo(f"job {job_id} has ended; its history: vdo show {job_id}")
+                    return
+                typer.echo(f"following the live log of {job_id} (Ctrl-C to stop)", err=True)
+                asyncio.run(
+                    follow_job(
+                        gateway.url,
+                        gateway.token,
+                        str(job["id"]),
+                        print_text,
+                        after=int(job.get("position") or 0),
+                        seconds=seconds,
+                    )
                 )
-            )
+                return
+            settings = _settings()
+            url = nats_address(settings)
+            typer.echo("following the live log of every job (Ctrl-C to stop)", err=True)
+            asyncio.run(follow_every_job(url, print_text, seconds=seconds, tls=settings.nats_tls()))
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
