@@ -3,7 +3,9 @@ step never pays twice for a reply it already has, and a budget stops a call befo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from vdo_kernel.domain import Job, Step
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepContext
 from vdo_kernel.store import JobStore
-from vdo_models.calls import BudgetExceededError, StepCalls
+from vdo_models.calls import DAILY_CAP_LOCK, BudgetExceededError, StepCalls
 from vdo_models.interface import Message, ModelRequest, Route
 from vdo_models.session import Models
 
@@ -172,6 +174,84 @@ async def test_the_daily_cap_covers_every_job(
         assert len(fake.requests()) == 1
     finally:
         await models.close()
+
+
+async def test_the_daily_cap_holds_when_calls_of_several_services_start_at_once(
+    store: JobStore,
+    database_url: str,
+    fake: FakeProvider,
+    env: dict[str, str],
+    blobs: BlobStore,
+    tmp_path: Path,
+) -> None:
+    """Three services (each its own store, its own tally of the day) start a call for three
+    jobs at the same moment, with room under the daily cap for one call's worst case only: one
+    call is made, the others are refused, and the cap is not overshot."""
+    settings = Settings(home=tmp_path, daily_budget_usd=0.012, model_backoff_seconds=0.0)
+    # Each call's worst case is over $0.008, and a reply takes a while to stream: the first
+    # call is still open, holding its worst case, when the others are checked.
+    fake.set_responder(
+        lambda provider, model, body: Reply(
+            text='{"answer": 1}', input_tokens=1, output_tokens=600, deltas=10, delta_delay=0.1
+        )
+    )
+    stores = [store, JobStore(database_url), JobStore(database_url)]
+    services = [Models(settings, environ=env) for _ in stores]
+    try:
+        jobs = [planning_job(store) for _ in stores]
+
+        async def ask(n: int) -> str:
+            calls = step_calls(stores[n], stores[n].get(jobs[n].id), services[n], blobs, settings)
+            try:
+                await calls.ask(request(), SCHEMA)
+            except BudgetExceededError as refused:
+                return str(refused)
+            return "made"
+
+        outcomes = await asyncio.gather(*(ask(n) for n in range(len(stores))))
+        assert outcomes.count("made") == 1, outcomes
+        refused = [o for o in outcomes if o != "made"]
+        assert all("held by calls under way" in o for o in refused), refused
+        assert len(fake.requests()) == 1
+        spent = sum(float(str(c["cost_usd"])) for job in jobs for c in finished_calls(store, job))
+        assert 0 < spent <= settings.daily_budget_usd
+    finally:
+        for service in services:
+            await service.close()
+        for other in stores[1:]:
+            other.close()
+
+
+async def test_a_call_starts_only_while_it_holds_the_daily_cap_lock(
+    store: JobStore, fake: FakeProvider, models: Models, blobs: BlobStore, settings: Settings
+) -> None:
+    """The check against the cap and the start it allows are one step across processes: while
+    another holder (any process) has the lock, no call starts."""
+    fake.push("openai", Reply(text='{"answer": 42}'))
+    job = planning_job(store)
+    held, release = threading.Event(), threading.Event()
+
+    def other_holder() -> None:
+        with store.exclusive(DAILY_CAP_LOCK):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=other_holder)
+    holder.start()
+    try:
+        assert held.wait(10)
+        asking = asyncio.create_task(
+            step_calls(store, job, models, blobs, settings).ask(request(), SCHEMA)
+        )
+        await asyncio.sleep(1.0)
+        assert not asking.done()
+        assert fake.requests() == []
+        assert not [e for e in store.job_events(job.id) if e.type == "ModelCallStarted"]
+    finally:
+        release.set()
+        holder.join(10)
+    await asyncio.wait_for(asking, 30)
+    assert len(fake.requests()) == 1
 
 
 async def test_the_reply_is_streamed_to_the_live_log_and_no_key_is_recorded(

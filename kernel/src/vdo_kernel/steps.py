@@ -82,6 +82,11 @@ class StepContext:
         """Apply `change` (which triggers events) to the job and store them now, before the
         step's result. When someone else appended meanwhile, the job is reloaded and the change
         applied again; when the step is no longer due (cancelled), StepCancelledError."""
+        return await asyncio.to_thread(self.record_now, change)
+
+    def record_now(self, change: Callable[[Job], None]) -> Job:
+        """`record`, blocking (in a thread: for a check and the events it allows to be done
+        under one lock)."""
         store = self.store
         if store is None:
             raise RuntimeError("this step context cannot record events")
@@ -103,7 +108,7 @@ class StepContext:
                 return job
             raise ConcurrencyError(f"job {self.job.id} kept changing")
 
-        self.job = await asyncio.to_thread(attempt)
+        self.job = attempt()
         return self.job
 
 

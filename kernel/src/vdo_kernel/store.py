@@ -336,6 +336,17 @@ def open_store(database_url: str, *, pool_size: int = 5, timeout: float = 120.0)
     return JobStore(database_url, pool_size=pool_size)
 
 
+@dataclass(frozen=True)
+class ModelCallEntry:
+    """A model call's start (`amount_usd`: what it reserves) or finish (what it cost)."""
+
+    position: int
+    at: str  # ISO time
+    finished: bool
+    key: str
+    amount_usd: float
+
+
 class JobStore:
     """The one way services read and write jobs."""
 
@@ -474,20 +485,32 @@ class JobStore:
             cur.execute(query, (consumer, position))
             return cur.fetchone() is not None
 
-    def model_costs_after(self, position: int) -> list[tuple[int, str, float]]:
-        """(position, ISO time, cost) of every finished model call after a position: what the
-        global daily cap adds up."""
+    def model_calls_after(self, position: int) -> list[ModelCallEntry]:
+        """Every model call started or finished after a position, in order: what the global
+        daily cap adds up (what finished calls cost, what open ones hold)."""
         query = SQL(
             "SELECT notification_id AS position, s #>> '{{timestamp,_data_}}' AS at, "
-            "coalesce((s ->> 'cost_usd')::float8, 0) AS cost "
-            "FROM (SELECT notification_id, convert_from(state, 'UTF8')::jsonb AS s "
-            "FROM {} WHERE topic = %s AND notification_id > %s) AS calls "
+            "topic = %s AS finished, coalesce(s ->> 'key', '') AS key, "
+            "coalesce((CASE WHEN topic = %s THEN s ->> 'cost_usd' "
+            "ELSE s ->> 'reserved_usd' END)::float8, 0) AS amount "
+            "FROM (SELECT notification_id, topic, convert_from(state, 'UTF8')::jsonb AS s "
+            "FROM {} WHERE topic IN (%s, %s) AND notification_id > %s) AS calls "
             "ORDER BY notification_id"
         ).format(Identifier(self.recorder.datastore.schema, self.recorder.events_table_name))
+        finished, started = get_topic(Job.ModelCallFinished), get_topic(Job.ModelCallStarted)
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(query, (get_topic(Job.ModelCallFinished), position))
+            cur.execute(query, (finished, finished, finished, started, position))
             rows: list[Any] = cur.fetchall()
-            return [(int(r["position"]), str(r["at"] or ""), float(r["cost"])) for r in rows]
+            return [
+                ModelCallEntry(
+                    position=int(r["position"]),
+                    at=str(r["at"] or ""),
+                    finished=bool(r["finished"]),
+                    key=str(r["key"]),
+                    amount_usd=float(r["amount"]),
+                )
+                for r in rows
+            ]
 
     # ---- the log --------------------------------------------------------------------
 

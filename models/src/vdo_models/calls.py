@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from vdo_kernel import logs
@@ -48,24 +47,36 @@ class BudgetExceededError(StepFailure):
     """A call was not made: its worst case would exceed what is left."""
 
 
-@dataclass
-class DailySpend:
-    """What every job together spent today (UTC), kept current by reading only the finished
-    calls recorded since the last look."""
+# Held while a call's start is checked against the daily cap and recorded, by every process
+# of every AI service: no two starts see the same room under the cap.
+DAILY_CAP_LOCK = "vdo:daily-model-budget"
 
-    day: str = ""
-    position: int = 0
-    spent: float = 0.0
+
+class DailySpend:
+    """What every job together spent today (UTC) plus what the calls still open since today
+    hold, kept current by reading only the calls started or finished since the last look."""
+
+    def __init__(self) -> None:
+        self.day = ""
+        self.position = 0
+        self.spent = 0.0
+        self.open: dict[str, tuple[str, float]] = {}  # key -> (day started, reserved)
 
     def total(self, store: JobStore) -> float:
         today = time.strftime("%Y-%m-%d", time.gmtime())
         if today != self.day:
-            self.day, self.position, self.spent = today, 0, 0.0
-        for position, at, cost in store.model_costs_after(self.position):
-            self.position = position
-            if at.startswith(today):
-                self.spent += cost
-        return self.spent
+            self.day, self.spent = today, 0.0
+        for entry in store.model_calls_after(self.position):
+            self.position = entry.position
+            if entry.finished:
+                self.open.pop(entry.key, None)
+                if entry.at.startswith(today):
+                    self.spent += entry.amount_usd
+            else:
+                self.open[entry.key] = (entry.at[:10], entry.amount_usd)
+        # A call left open (its job cancelled mid-call, say) holds until its day is over.
+        held = sum(reserved for day, reserved in self.open.values() if day == today)
+        return self.spent + held
 
 
 class StepCalls:
@@ -181,13 +192,7 @@ class _Tries:
         reserved = owner.pricing.worst_case(
             route, self.prompt_tokens, self.request.max_output_tokens
         )
-        spent_today = await asyncio.to_thread(owner.daily.total, _store(ctx))
         cap = ctx.settings.daily_budget_usd
-        if spent_today + reserved > cap:
-            raise BudgetExceededError(
-                f"daily budget exceeded: the call to {route} could cost up to ${reserved:.4f} "
-                f"and ${max(cap - spent_today, 0):.4f} of the daily ${cap:.2f} is left"
-            )
         name = call_key(ctx.job.id, ctx.due.step.value, ctx.due.attempt, self.call)
         number = ctx.job.tries.get(name, 0) + 1
         keys: list[str] = []
@@ -207,9 +212,21 @@ class _Tries:
                 )
             )
 
+        def start_within_the_daily_cap() -> None:
+            store = _store(ctx)
+            with store.exclusive(DAILY_CAP_LOCK):
+                committed = owner.daily.total(store)
+                if committed + reserved > cap:
+                    raise BudgetExceededError(
+                        f"daily budget exceeded: the call to {route} could cost up to "
+                        f"${reserved:.4f} and ${max(cap - committed, 0):.4f} of the daily "
+                        f"${cap:.2f} is left (spent or held by calls under way)"
+                    )
+                ctx.record_now(start)
+
         try:
-            # The job's rules hold the budget: a call over what is left is refused there.
-            await ctx.record(start)
+            # The job's rules hold the job's budget: a call over what is left is refused there.
+            await asyncio.to_thread(start_within_the_daily_cap)
         except OverBudgetError as refused:
             raise BudgetExceededError(str(refused)) from None
         self.key = keys[-1]
