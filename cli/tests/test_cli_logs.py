@@ -56,6 +56,7 @@ def test_the_live_log_shows_model_replies_and_sandbox_output(
     assert '"verdict": "approve"' in text  # the reviewer's
     assert "[run_tests sandbox]" in text  # test output, line by line
     assert "OK" in text
+    assert f"job {job_id} has ended; its history: vdo show {job_id}" in text
 
 
 def test_logs_of_an_ended_job_point_to_its_history(

@@ -24,7 +24,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from vdo_cli.client import ClientError
-from vdo_kernel.subjects import LIVE_LOG_PREFIX
+from vdo_kernel.subjects import END_EVENTS, LIVE_LOG_PREFIX
 
 Printer = Callable[[str], None]
 
@@ -43,7 +43,6 @@ def render(payload: dict[str, object], *, show_job: bool) -> str:
 # behind (4429): then reconnect from the last position. Anything else it closes with is final.
 RECONNECT_CODES: Final = frozenset({1006, 1011, 1012, 1013, 4429})
 RECONNECT_TRIES: Final = 30
-ENDED: Final = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
 
 
 def live_url(gateway_url: str) -> str:
@@ -65,9 +64,21 @@ async def follow_job(
     """Print the job's live lines from the gateway until the job ends (True) or `seconds` have
     passed (False). The events of the job come too (from `after` on), which is how its end is
     known; a dropped connection is taken up again from the last position."""
+    limit = asyncio.timeout(seconds)
+    try:
+        async with limit:
+            await _follow_until_the_end(gateway_url, token, job_id, out, after=after)
+    except TimeoutError:
+        if limit.expired():
+            return False
+        raise
+    return True
+
+
+async def _follow_until_the_end(
+    gateway_url: str, token: str | None, job_id: str, out: Printer, *, after: int
+) -> None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    loop = asyncio.get_running_loop()
-    deadline = None if seconds is None else loop.time() + seconds
     subscribe = {"type": "subscribe", "job_id": job_id, "logs": True}
     connected = False
     tries = 0
@@ -77,14 +88,7 @@ async def follow_job(
                 connected = True
                 await ws.send(json.dumps({**subscribe, "after": after}))
                 while True:
-                    left = None if deadline is None else deadline - loop.time()
-                    if left is not None and left <= 0:
-                        return False
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), timeout=left)
-                    except TimeoutError:
-                        return False
-                    message = json.loads(raw)
+                    message = json.loads(await ws.recv())
                     kind = message.get("type")
                     if kind == "log":
                         out(render(message, show_job=False))
@@ -92,11 +96,11 @@ async def follow_job(
                         await ws.send(json.dumps({"type": "pong"}))
                     elif kind == "error":
                         raise ClientError(f"live updates refused: {message.get('detail')}")
+                    elif kind == "event" and message["event"]["type"] in END_EVENTS:
+                        return
                     if isinstance(message.get("position"), int):
                         after = message["position"]
                         tries = 0
-                    if kind == "event" and message["event"]["type"] in ENDED:
-                        return True
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else 1006
             if code not in RECONNECT_CODES:

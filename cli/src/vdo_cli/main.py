@@ -225,7 +225,7 @@ def logs_command(
                     typer.echo(f"job {job_id} has ended; its history: vdo show {job_id}")
                     return
                 typer.echo(f"following the live log of {job_id} (Ctrl-C to stop)", err=True)
-                asyncio.run(
+                ended = asyncio.run(
                     follow_job(
                         gateway.url,
                         gateway.token,
@@ -235,6 +235,8 @@ def logs_command(
                         seconds=seconds,
                     )
                 )
+                if ended:
+                    typer.echo(f"job {job_id} has ended; its history: vdo show {job_id}", err=True)
                 return
             settings = _settings()
             url = nats_address(settings)
