@@ -41,15 +41,12 @@ HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt")
 
 
-def ensure_base_image(
-    client: Any, *, tag: str = BASE_TAG, packages: tuple[str, ...] = PACKAGES
-) -> str:
-    """Build the base image as `tag` (with `packages`) unless the engine has it; returns the
-    tag."""
+def ensure_base_image(client: Any, *, tag: str = BASE_TAG) -> str:
+    """Build the base image as `tag` unless the engine has it; returns the tag."""
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
-        build_base_image(client, tag=tag, packages=packages)
+        build_base_image(client, tag=tag)
     return tag
 
 
@@ -71,9 +68,7 @@ def ensure_node_image(client: Any) -> str:
     return NODE_TAG
 
 
-def build_base_image(
-    client: Any, *, tag: str = BASE_TAG, packages: tuple[str, ...] = PACKAGES
-) -> None:
+def build_base_image(client: Any, *, tag: str = BASE_TAG) -> None:
     debootstrap = shutil.which("debootstrap", path="/usr/sbin:/usr/bin:/sbin:/bin")
     if debootstrap is None:
         raise RuntimeError("debootstrap is not installed: apt-get install debootstrap")
@@ -84,7 +79,7 @@ def build_base_image(
             [
                 debootstrap,
                 "--variant=minbase",
-                f"--include={','.join(packages)}",
+                f"--include={','.join(PACKAGES)}",
                 SUITE,
                 str(root),
                 host_mirror(SUITE),
