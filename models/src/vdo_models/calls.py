@@ -53,30 +53,30 @@ DAILY_CAP_LOCK = "vdo:daily-model-budget"
 
 
 class DailySpend:
-    """What every job together spent today (UTC) plus what the calls still open since today
-    hold, kept current by reading only the calls started or finished since the last look."""
+    """What every job together spent today (UTC) plus what the calls started today and still
+    open hold, kept current by reading only the calls started or finished since the last look.
+    A call left open (its job cancelled mid-call, say) holds until its day is over."""
 
     def __init__(self) -> None:
         self.day = ""
         self.position = 0
         self.spent = 0.0
-        self.open: dict[str, tuple[str, float]] = {}  # key -> (day started, reserved)
+        self.held: dict[str, float] = {}  # call key -> what it reserves
 
     def total(self, store: JobStore) -> float:
         today = time.strftime("%Y-%m-%d", time.gmtime())
         if today != self.day:
-            self.day, self.spent = today, 0.0
+            self.day, self.spent, self.held = today, 0.0, {}
         for entry in store.model_calls_after(self.position):
             self.position = entry.position
+            if not entry.at.startswith(today):
+                continue
             if entry.finished:
-                self.open.pop(entry.key, None)
-                if entry.at.startswith(today):
-                    self.spent += entry.amount_usd
+                self.held.pop(entry.key, None)
+                self.spent += entry.amount_usd
             else:
-                self.open[entry.key] = (entry.at[:10], entry.amount_usd)
-        # A call left open (its job cancelled mid-call, say) holds until its day is over.
-        held = sum(reserved for day, reserved in self.open.values() if day == today)
-        return self.spent + held
+                self.held[entry.key] = entry.amount_usd
+        return self.spent + sum(self.held.values())
 
 
 class StepCalls:
