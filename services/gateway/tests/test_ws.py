@@ -468,6 +468,8 @@ async def test_gaps_and_repeats_on_the_bus_are_mended_from_the_store_at_once(
 ) -> None:
     gateway = quiet_gateway
     job_id = (await asyncio.to_thread(gateway.append, 1))[0]
+    # The gateway follows the bus (it subscribes in the background once NATS is connected).
+    await wait_until(lambda: gateway.hub.subscriptions == 1, timeout=30)
     async with LiveClient.connect(gateway.ws(after=0)) as client:
         await client.until(lambda m: m["type"] == "caught_up")
         positions = await asyncio.to_thread(gateway.step, job_id, 3)

@@ -326,7 +326,11 @@ class LiveHub:
             await asyncio.sleep(0.05)
         self._nc = self.bus.client
         # Reconnects are the client's business: it subscribes again by itself.
-        self._events = await self._nc.subscribe(ALL_EVENTS, cb=self._on_event)
+        events = await self._nc.subscribe(ALL_EVENTS, cb=self._on_event)
+        # Known to the server from here on (until then a message published is not heard, and
+        # only the poll of the store's end would find its event).
+        await self._nc.flush()
+        self._events = events
         async with self._lines_lock:
             for job_id in list(self._line_watchers):
                 await self._subscribe_lines(job_id)
