@@ -11,10 +11,9 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -27,7 +26,6 @@ from vdo_kernel.consumer import Subscription
 from vdo_kernel.domain import Step
 from vdo_kernel.heartbeat import start_heartbeat
 from vdo_kernel.livelog import LiveLog
-from vdo_kernel.reports import publish_report
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepRunner, StepWork
 from vdo_kernel.store import JobStore, open_store
@@ -100,10 +98,11 @@ async def run_step_service(
     work: Mapping[Step, StepWork],
     settings: Settings | None = None,
     *,
-    report: Mapping[str, Any] | None = None,
+    alongside: Callable[[Started], Awaitable[None]] | None = None,
 ) -> None:
-    """Run `service`'s steps until SIGTERM / SIGINT. `report`, if given, is what the service
-    says of itself for the API to show (`vdo_kernel.reports`): names and settings, no secret."""
+    """Run `service`'s steps until SIGTERM / SIGINT. `alongside`, if given, runs next to the
+    steps for as long as they do (the AI services keep their report current with it and answer
+    requests to try a provider's key)."""
     settings = settings or Settings()
     # The store is synchronous; its calls run in threads, one per message in hand at most.
     asyncio.get_running_loop().set_default_executor(
@@ -111,13 +110,6 @@ async def run_step_service(
     )
     async with started(service, settings, pool_size=min(settings.consumer_concurrency, 10)) as up:
         log = logs.get(service)
-        if report is not None:
-            try:
-                await publish_report(
-                    up.js, service, dict(report), replicas=settings.stream_replicas
-                )
-            except Exception as error:
-                log.warning("could not publish the service's report", error=repr(error))
         live = LiveLog(up.nc)
         blobs = BlobStore(settings.blobs_dir)
         runners = [
@@ -151,6 +143,7 @@ async def run_step_service(
                 watch_cancellations(
                     up.nc, up.store, runners, up.stop, every=settings.cancel_check_seconds
                 ),
+                *([alongside(up)] if alongside is not None else []),
             )
         finally:
             await live.close()

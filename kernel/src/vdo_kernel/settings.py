@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     max_generated_file_bytes: int = Field(default=1_000_000, ge=1)
     max_generated_total_bytes: int = Field(default=10_000_000, ge=1)
 
+    # The key that encrypts the secret store (provider keys entered in the dashboard, and other
+    # credentials): a file of its own, made at the first use. Every process that reads or
+    # writes stored secrets (the gateway and the AI services) needs the same file.
+    secret_key_path: Path | None = Field(
+        default=None, description="the secret store's key file; unset = <home>/secret-store.key"
+    )
+
     # ---- sandbox ------------------------------------------------------------------------
     sandbox_backend: str = Field(default="auto", pattern="^(auto|docker|bubblewrap)$")
     sandbox_concurrency: int = Field(default=4, ge=1, le=64)
@@ -135,6 +142,10 @@ class Settings(BaseSettings):
     def _unset_when_empty(cls, value: object) -> object:
         # Set empty means unset (the stack sets it so for its services).
         return None if value == "" else value
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.secret_key_path or self.home / "secret-store.key"
 
     @property
     def blobs_dir(self) -> Path:

@@ -14,7 +14,7 @@ import enum
 import hashlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -400,6 +400,10 @@ class JobStore:
             names = ", ".join(f"{type(a).__name__.lower()} {a.id}" for a in aggregates)
             raise ConcurrencyError(f"{names} changed concurrently") from error
         return [r.notification.id for r in recordings]
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A pooled autocommit connection, for what lives beside the events (the secret store)."""
+        return self._lease_pool.connection()
 
     @contextmanager
     def exclusive(self, name: str) -> Iterator[None]:

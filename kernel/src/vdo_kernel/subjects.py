@@ -102,3 +102,10 @@ def live_log_subject(job_id: object) -> str:
 # in one queue group, so each request is answered once.
 ADMIN_VERIFY: Final = "vdo.admin.verify"
 VERIFY_QUEUE: Final = "projector-verify"
+
+# The secret store changed (a provider key added or removed in Settings): the AI services read
+# their keys again and report anew. Core NATS; a message missed is caught at the next step.
+SECRETS_CHANGED: Final = "vdo.admin.secrets-changed"
+# Trying a provider's key from Settings: one AI service answers (request/reply, a queue group).
+PROVIDER_TEST: Final = "vdo.admin.provider-test"
+PROVIDER_TEST_QUEUE: Final = "provider-test"

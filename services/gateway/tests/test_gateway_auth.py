@@ -250,6 +250,22 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("GET", "/api/admin/backup"): (plain("/api/admin/backup"), admin_only(200)),
     ("GET", "/api/admin/export"): (plain("/api/admin/export?since=1"), admin_only(200)),
     ("GET", "/api/admin/providers"): (plain("/api/admin/providers"), admin_only(200)),
+    # What a new job gets: for everyone (no key source in it).
+    ("GET", "/api/providers"): (plain("/api/providers"), readable()),
+    # Keys: admins only. No AI service runs here to try one: an admin gets as far as asking.
+    ("PUT", "/api/admin/providers/{provider}"): (
+        plain("/api/admin/providers/anthropic", json={"base_url": "http://127.0.0.1:9/v1"}),
+        admin_only(200),
+    ),
+    # (after the row above has stored a base URL for it)
+    ("DELETE", "/api/admin/providers/{provider}"): (
+        plain("/api/admin/providers/anthropic"),
+        admin_only(204),
+    ),
+    ("POST", "/api/admin/providers/{provider}/test"): (
+        plain("/api/admin/providers/anthropic/test"),
+        admin_only(503),
+    ),
     # No projector runs here to answer: an admin gets as far as asking one (503 says so).
     ("POST", "/api/admin/verify"): (plain("/api/admin/verify"), admin_only(503)),
     # An upload must be a bundle (an admin gets that far).

@@ -14,7 +14,9 @@ def main() -> None:
     settings = Settings()
     models = Models(settings)
     work = {Step.BUILD: partial(build, models=models)}
-    asyncio.run(run_step_service("builder", work, settings, report=models.report("builder")))
+    asyncio.run(
+        run_step_service("builder", work, settings, alongside=partial(models.serve, "builder"))
+    )
 
 
 if __name__ == "__main__":

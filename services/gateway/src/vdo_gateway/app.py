@@ -119,6 +119,7 @@ def create_app(
         stats.router,
         admin.router,
         providers.router,
+        providers.admin,
         accounts.router,
         ws.router,
         templates.router,

@@ -9,9 +9,18 @@ import re
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal, cast
+from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    computed_field,
+    field_validator,
+)
 
 from vdo_kernel.accounts import TOKEN_NAME_MAX, Token, User
 from vdo_kernel.domain import (
@@ -1004,10 +1013,28 @@ class ProviderPublic(BaseModel):
     name: str = Field(description="anthropic, openai or google")
     configured: bool = Field(description="whether a key for it is set (for some phase)")
     key_source: str | None = Field(
-        description="the variable the key was found in (the key itself is never shown)"
+        description="where the key in use comes from: the environment variable it was found in, "
+        "or `settings` for a key entered in Settings (the key itself is never shown)"
     )
-    base_url: str | None = Field(description="a base URL other than the provider's own, if set")
+    base_url: str | None = Field(
+        description="a base URL other than the provider's own, if set (without credentials)"
+    )
     phases: list[str] = Field(description="the phases whose service has its key")
+    stored_key: str | None = Field(
+        default=None,
+        description="a key entered in Settings: `…` and its last four characters (only `…` "
+        "when it is too short to show any); null when none is stored",
+    )
+    stored_base_url: str | None = Field(
+        default=None, description="a base URL entered in Settings (without credentials)"
+    )
+    stored_at: datetime | None = Field(default=None, description="when it was entered")
+    stored_by: str | None = Field(default=None, description="who entered it")
+    environment_wins: bool = Field(
+        default=False,
+        description="a key entered in Settings that is not used: the environment sets one too, "
+        "and the environment's wins",
+    )
 
 
 class PhaseModelsPublic(BaseModel):
@@ -1016,6 +1043,13 @@ class PhaseModelsPublic(BaseModel):
         default_factory=list,
         description="provider:model, in the order tried: the main route, then its fallbacks",
     )
+    source: str | None = Field(
+        default=None,
+        description="why these routes: `default` (the deployment's default), `setting` "
+        "(VDO_<PHASE>_MODEL), `fallback` (the default's provider has no key, so a configured "
+        "provider's model for the role), `scripted` (no provider configured)",
+    )
+    why: str | None = Field(default=None, description="the reason, in words")
     scripted: bool = Field(
         default=False, description="no provider configured: the built-in scripted model runs"
     )
@@ -1031,6 +1065,87 @@ class ProvidersPublic(BaseModel):
     phases: list[PhaseModelsPublic]
     scripted: bool = Field(description="every phase reported runs on the built-in scripted model")
     reported_at: str | None = Field(description="the latest report's time")
+
+
+class PhaseDefaultPublic(BaseModel):
+    phase: str = Field(description="planner, builder, tester or reviewer")
+    routes: list[str] = Field(description="the models a job gets unless it chooses its own")
+    source: str | None = Field(description="default, setting, fallback or scripted")
+    why: str | None = Field(description="why these models, in words")
+    problem: str | None = Field(description="why no model can be used, if so")
+
+
+class ModelDefaultsPublic(BaseModel):
+    """What a new job gets unless it chooses otherwise; for everyone who may submit."""
+
+    phases: list[PhaseDefaultPublic]
+    scripted: bool = Field(
+        description="no AI provider is configured: every phase runs on the built-in scripted "
+        "model, which does the demo jobs only"
+    )
+    providers: list[str] = Field(description="the providers that have a key")
+    budget_usd: float = Field(description="a job's budget unless it sets one")
+    max_attempts: int = Field(description="a job's attempts unless it sets them")
+    max_output_tokens: int = Field(description="the output limit of each model call")
+    reported_at: str | None = Field(description="the latest report's time (null: none yet)")
+
+
+class ProviderKeyIn(BaseModel):
+    """A provider's key and base URL, entered in Settings. A field left out is unchanged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="the provider's API key (kept encrypted, never shown again: only its last "
+        "four characters)",
+    )
+    base_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="another address for the provider's API (an OpenAI-compatible server such "
+        "as Ollama, vLLM or llama.cpp: http://host:port/v1); empty removes it",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        # Never quote the value in a message: it is a secret.
+        if not key:
+            raise ValueError("the key is empty")
+        if len(key) > 4096:
+            raise ValueError("the key is longer than 4096 characters")
+        if any(ch.isspace() or not ch.isprintable() for ch in key):
+            raise ValueError("the key holds spaces or control characters: paste it alone")
+        return SecretStr(key)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = value.strip()
+        if not url:
+            return ""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// address with a host")
+        if any(ch.isspace() or not ch.isprintable() for ch in url):
+            raise ValueError("must not hold spaces or control characters")
+        return url
+
+
+class ProviderTestPublic(BaseModel):
+    provider: str
+    ok: bool = Field(description="whether the provider answered")
+    model: str | None = Field(description="the model asked")
+    key_source: str | None = Field(description="where the key tried comes from")
+    answer: str = Field(description="the start of the provider's answer")
+    error: str | None = Field(description="the provider's error, if it failed (no key in it)")
+    latency_ms: float | None = Field(description="how long the request took")
 
 
 def _role(value: str) -> RoleName:

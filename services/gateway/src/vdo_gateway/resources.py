@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from vdo_kernel import logs, readmodels
 from vdo_kernel.bootstrap import AdminTokenError, Outcome, ensure_admin
 from vdo_kernel.bus import connect
+from vdo_kernel.secrets import SecretStore
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore, open_store
 
@@ -107,6 +108,7 @@ class Resources:
     store: JobStore
     read_pool: ConnectionPool[psycopg.Connection[Any]]
     bus: Bus
+    secrets: SecretStore
     # Whether the read models were seen to be of this version (once they are, they stay so).
     read_models_current: bool = False
 
@@ -151,7 +153,8 @@ class Resources:
             raise
         bus = Bus(nats_url, tls=tls)
         bus.start()
-        return cls(settings=settings, store=store, read_pool=pool, bus=bus)
+        secrets = SecretStore.open(store.connection, settings.secret_key_file)
+        return cls(settings=settings, store=store, read_pool=pool, bus=bus, secrets=secrets)
 
     async def close(self) -> None:
         await self.bus.close()

@@ -14,7 +14,9 @@ def main() -> None:
     settings = Settings()
     models = Models(settings)
     work = {Step.PLAN: partial(plan, models=models)}
-    asyncio.run(run_step_service("planner", work, settings, report=models.report("planner")))
+    asyncio.run(
+        run_step_service("planner", work, settings, alongside=partial(models.serve, "planner"))
+    )
 
 
 if __name__ == "__main__":

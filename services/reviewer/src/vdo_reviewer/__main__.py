@@ -18,7 +18,7 @@ def main() -> None:
             "reviewer",
             {Step.REVIEW: partial(review, models=models)},
             settings,
-            report=models.report("reviewer"),
+            alongside=partial(models.serve, "reviewer"),
         )
     )
 

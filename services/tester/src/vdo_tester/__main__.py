@@ -18,7 +18,7 @@ def main() -> None:
             "tester",
             {Step.WRITE_TESTS: partial(write_tests, models=models)},
             settings,
-            report=models.report("tester"),
+            alongside=partial(models.serve, "tester"),
         )
     )
 
