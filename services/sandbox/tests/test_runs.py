@@ -208,6 +208,38 @@ async def test_failing_tests_give_the_builder_the_failures(
     assert no_workspaces_left(settings)
 
 
+@pytest.mark.parametrize(
+    ("command", "tests", "reason"),
+    [
+        (
+            ["python3", "-c", "print('all tests passed')"],
+            {"tests/test_app.py": PYTESTS},
+            "the test command exited 0 but printed no pytest or unittest summary",
+        ),
+        (
+            UNITTEST_COMMAND,
+            {"tests/__init__.py": "", "tests/test_app.py": "import app\n"},
+            "no test ran and passed",
+        ),
+    ],
+    ids=["a command that prints success", "a test file with no test in it"],
+)
+async def test_a_test_run_that_runs_no_test_does_not_pass(
+    step_backend: Backend, tmp_path: Path, command: list[str], tests: dict[str, str], reason: str
+) -> None:
+    blobs = BlobStore(tmp_path / "blobs")
+    settings = settings_for(tmp_path)
+    job = job_at(
+        Step.RUN_TESTS, blobs, plan=plan(), code={"app.py": APP}, tests=tests, command=command
+    )
+    result = await runs.run_tests(context(job, blobs, settings))
+    assert result.outcome is Outcome.FAILED, result.summary
+    assert result.details["exit_code"] in (0, 5)
+    headline = result.summary.partition("\n")[0]
+    assert headline.startswith("tests failed:"), headline
+    assert reason in headline
+
+
 async def test_pytest_runs_with_resolved_dependencies(
     step_backend: Backend, tmp_path: Path
 ) -> None:

@@ -27,8 +27,11 @@ DEMOS: tuple[Demo, ...] = (todo.DEMO, wordcount.DEMO, csvsummary.DEMO)
 CHUNKS = 6  # how many pieces a reply is streamed in
 
 NO_MODEL = (
-    "no model configured: the built-in scripted model only handles the demo jobs ({demos}); "
-    "set ANTHROPIC_API_KEY, OPENAI_API_KEY or GEMINI_API_KEY to run other jobs"
+    "no model configured: the built-in scripted model only handles the demo jobs ({demos}). "
+    "To run other jobs, an admin adds one provider's key in Settings → Model providers (it "
+    "takes effect at once, for the next job), or sets ANTHROPIC_API_KEY, OPENAI_API_KEY or "
+    "GEMINI_API_KEY in the environment or .env and restarts VDO; one provider's key is enough, "
+    "every phase then uses it"
 )
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from uuid import UUID
 
 import psycopg
 
 from vdo_kernel import readmodels
+from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.store import TEMPLATE_TOPICS, JobStore
 from vdo_kernel.templates import TEMPLATE_NAME, Template, TemplateFields, is_uuid
 
@@ -41,7 +42,7 @@ class BuiltinTemplate:
 
 _NEEDS_A_MODEL = " Needs a configured model (the built-in scripted model only does the demo jobs)."
 
-BUILTIN_TEMPLATES: Final[tuple[BuiltinTemplate, ...]] = (
+_BUILTINS: Final[tuple[BuiltinTemplate, ...]] = (
     BuiltinTemplate(
         TemplateFields(
             name="todo-api",
@@ -154,6 +155,13 @@ BUILTIN_TEMPLATES: Final[tuple[BuiltinTemplate, ...]] = (
         ),
         scripted=False,
     ),
+)
+# The demo templates run on the built-in scripted model even where a provider has a key, so a
+# demo costs nothing; a model chosen for a phase at submission still wins (routes merge by phase).
+DEMO_ROUTES: Final[dict[str, list[str]]] = {phase: ["scripted:demo"] for phase in AI_PHASES}
+BUILTIN_TEMPLATES: Final[tuple[BuiltinTemplate, ...]] = tuple(
+    BuiltinTemplate(replace(t.fields, routes=DEMO_ROUTES), t.scripted) if t.scripted else t
+    for t in _BUILTINS
 )
 BUILTINS: Final[dict[str, BuiltinTemplate]] = {t.fields.name: t for t in BUILTIN_TEMPLATES}
 

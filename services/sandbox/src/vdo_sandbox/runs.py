@@ -287,15 +287,20 @@ async def run_tests(ctx: StepContext) -> StepResult:
     finally:
         await asyncio.to_thread(_remove, workspace)
     counts = parse_counts(result.output)
+    # Only a run that says what it ran passes: a command that prints "all tests passed" and
+    # exits 0 has shown no test at all.
     passed = (
         result.exit_code == 0
         and not result.timed_out
         and not _limit_broken(result)
-        and (counts is None or (counts.failed == 0 and counts.errors == 0 and counts.total > 0))
+        and counts is not None
+        and counts.failed == 0
+        and counts.errors == 0
+        and counts.passed > 0
     )
     return StepResult(
         outcome=Outcome.PASSED if passed else Outcome.FAILED,
-        summary=_tests_summary(passed, result, counts),
+        summary=_tests_summary(passed, result, counts, command),
         artifacts={"output": ctx.blobs.put_text(result.output)},
         details={
             **(counts.as_details() if counts else dict.fromkeys(_COUNTS)),
@@ -314,14 +319,22 @@ async def run_tests(ctx: StepContext) -> StepResult:
 _COUNTS = ("passed", "failed", "errors", "total")
 
 
-def _tests_summary(passed: bool, result: RunResult, counts: TestCounts | None) -> str:
+def _tests_summary(
+    passed: bool, result: RunResult, counts: TestCounts | None, command: tuple[str, ...]
+) -> str:
     took = f"{result.duration_seconds:.1f}s"
     if passed:
         return f"tests passed: {counts.describe() if counts else 'exit 0'} in {took}"
-    if counts is not None and counts.total == 0 and result.exit_code in (0, 5):
-        headline = "tests failed: no tests ran"
+    if counts is not None and counts.passed == 0 and result.exit_code in (0, 5):
+        headline = f"tests failed: no test ran and passed ({counts.describe()})"
     elif counts is not None:
         headline = f"tests failed: {counts.describe()} (exit {result.exit_code})"
+    elif result.exit_code == 0:
+        headline = (
+            "tests failed: the test command exited 0 but printed no pytest or unittest summary, "
+            "so no test can be counted as run; the tests must run under pytest or unittest "
+            f"(command: {' '.join(command)})"
+        )
     else:
         headline = f"tests failed (exit {result.exit_code}; no test summary in the output)"
     notes = _notes(result)
