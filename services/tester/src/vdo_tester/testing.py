@@ -18,7 +18,8 @@ edge cases the description implies, and errors. Put every test file under tests/
 in a sandbox with no network, from the project directory, with only the plan's dependencies
 installed; they must not need a running server (use test clients) and must finish in under a
 minute. `command` runs them, e.g. ["python3", "-m", "pytest", "-q", "tests"] (pytest only if it
-is a dependency) or ["python3", "-m", "unittest", "discover", "-s", "tests", "-v"].
+is a dependency) or ["python3", "-m", "unittest", "discover", "-s", "tests", "-v"]: a run
+counts as passed only when pytest's or unittest's own summary says tests ran and none failed.
 
 Reply with one JSON document and nothing else, matching this JSON schema:
 """
