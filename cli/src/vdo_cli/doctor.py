@@ -1,6 +1,7 @@
-"""`vdo doctor`: which model providers are configured and reachable, which model each phase
-would use, and which sandbox backend would run generated code. It never prints a key: only the
-name of the variable a key was found in."""
+"""`vdo doctor`: which model providers are configured (in the environment, or entered in
+Settings when the deployment's database answers) and reachable, which model each phase would use
+and why, and which sandbox backend would run generated code. It never prints a key: only the
+name of the variable a key was found in, or "Settings"."""
 
 from __future__ import annotations
 
@@ -9,14 +10,23 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from vdo_cli.client import ClientError, database_url
+from vdo_cli.stack import read_stored_secrets
+from vdo_kernel.secrets import SecretStoreError
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepFailure
 from vdo_models.interface import ProviderError
 from vdo_models.providers import BASE_URL_VARIABLES, KEY_VARIABLES, display_url, make_client
-from vdo_models.session import phase_routes, provider_environment
+from vdo_models.session import (
+    effective_environment,
+    provider_environment,
+    provider_sources,
+    resolve_routes,
+)
 
 PHASES = ("planner", "builder", "tester", "reviewer")
 
@@ -31,9 +41,19 @@ class ProviderStatus:
     detail: str
 
 
-async def check_providers(env: Mapping[str, str], wait: float = 10.0) -> list[ProviderStatus]:
+async def check_providers(
+    env: Mapping[str, str], wait: float = 10.0, stored: Mapping[str, str] | None = None
+) -> list[ProviderStatus]:
+    """Each provider's key and address, tried. `env` is the environment; `stored` the keys
+    entered in Settings (the environment's win)."""
+    stored = stored or {}
+    sources = {s.name: s for s in provider_sources(env, stored)}
+    env = effective_environment(env, stored)
+
     async def one(provider: str, variables: tuple[str, ...]) -> ProviderStatus:
         found = next((v for v in variables if env.get(v, "").strip()), "")
+        if found and sources[provider].key_source == "settings":
+            found = "Settings"
         base = next((env[v] for v in BASE_URL_VARIABLES.get(provider, ()) if env.get(v)), "")
         shown = display_url(base) if base else ""
         if not found:
@@ -57,10 +77,25 @@ def phase_routes_table(settings: Settings, configured: set[str]) -> dict[str, st
     rows: dict[str, str] = {}
     for phase in PHASES:
         try:
-            rows[phase] = " → ".join(str(r) for r in phase_routes(phase, {}, settings, configured))
+            routing = resolve_routes(phase, {}, settings, configured)
         except StepFailure as error:
             rows[phase] = f"unusable: {error}"
+            continue
+        rows[phase] = f"{' → '.join(str(r) for r in routing.routes)} ({routing.why})"
     return rows
+
+
+def stored_keys(settings: Settings) -> tuple[dict[str, str], str]:
+    """The keys entered in Settings, when the deployment's database answers, and a note on
+    them for the report."""
+    if not settings.secret_key_file.exists():
+        return {}, "no key has been entered in Settings (no secret store here yet)"
+    try:
+        url = database_url(settings)
+        stored = read_stored_secrets(url, settings)
+    except (ClientError, OSError, psycopg.Error, SecretStoreError) as error:
+        return {}, f"the keys entered in Settings were not read: {error}"
+    return stored, ""
 
 
 def sandbox_status(settings: Settings) -> tuple[bool, str]:
@@ -76,7 +111,8 @@ def sandbox_status(settings: Settings) -> tuple[bool, str]:
 
 def report(settings: Settings, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = provider_environment(environ)
-    providers = asyncio.run(check_providers(env))
+    stored, stored_note = stored_keys(settings)
+    providers = asyncio.run(check_providers(env, stored=stored))
     configured = {p.provider for p in providers if p.configured}
     sandbox_ok, sandbox = sandbox_status(settings)
     return {
@@ -84,6 +120,7 @@ def report(settings: Settings, environ: Mapping[str, str] | None = None) -> dict
         "scripted_model": not configured,
         "phases": phase_routes_table(settings, configured),
         "sandbox": {"ok": sandbox_ok, "detail": sandbox},
+        "stored_keys": stored_note,
         "ok": sandbox_ok and all(p.reachable is not False for p in providers),
     }
 
@@ -102,7 +139,9 @@ def print_doctor(console: Console, report: dict[str, Any]) -> None:
             "No provider is configured: every phase runs on the built-in [bold]scripted model[/], "
             "which does the demo jobs only."
         )
-    phases = Table(title="Models per phase (main → fallbacks)", title_justify="left")
+    if report.get("stored_keys"):
+        console.print(report["stored_keys"], markup=False)
+    phases = Table(title="Models per phase (main → fallbacks, and why)", title_justify="left")
     phases.add_column("phase")
     phases.add_column("routes")
     for phase, routes in report["phases"].items():

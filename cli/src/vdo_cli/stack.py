@@ -379,6 +379,19 @@ class Stack:
         self.info_path.unlink(missing_ok=True)
         self._say("stack", "stopped")
 
+    def models_in_force(self) -> list[str]:
+        """Which providers' keys the AI services have (from the environment they are given, or
+        entered in Settings) and each phase's models with why, as lines to print."""
+        from vdo_models.session import provider_environment, routing_summary
+
+        env = provider_environment(self.environ)
+        try:
+            stored = read_stored_secrets(self.database_url, self.settings)
+        except Exception as error:
+            stored = {}
+            self._say("stack", f"the keys entered in Settings could not be read: {error}")
+        return routing_summary(self.settings, env, stored)
+
     # ---- for tests and operators ----------------------------------------------------
 
     def kill(self, name: str, sig: int = signal.SIGKILL, *, restart: bool = True) -> int:
@@ -414,6 +427,20 @@ class Stack:
         self.stop()
 
 
+def read_stored_secrets(database_url: str, settings: Settings) -> dict[str, str]:
+    """The provider keys and base URLs entered in Settings (the secret store's key file is
+    made here at the first start, so every service finds the same one)."""
+    import psycopg
+
+    from vdo_kernel.secrets import PROVIDER_PREFIX, SecretStore
+
+    secrets = SecretStore.open(
+        lambda: psycopg.connect(database_url, autocommit=True, connect_timeout=10),
+        settings.secret_key_file,
+    )
+    return secrets.read(PROVIDER_PREFIX)
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -439,10 +466,9 @@ def run_stack(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> int
         _echo_stdout(f"stack     | could not start: {error}")
         stack.stop()
         return 1
-    _echo_stdout(
-        f"stack     | VDO is up: {stack.gateway_url}  (Ctrl-C stops it; "
-        "no AI provider configured: phases use the built-in scripted model)"
-    )
+    _echo_stdout(f"stack     | VDO is up: {stack.gateway_url}  (Ctrl-C stops it)")
+    for line in stack.models_in_force():
+        _echo_stdout(f"stack     | {line}")
     stop.wait()
     _echo_stdout("stack     | stopping...")
     stack.stop()

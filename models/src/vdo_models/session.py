@@ -230,6 +230,37 @@ def effective_environment(env: Mapping[str, str], stored: Mapping[str, str]) -> 
     return merged
 
 
+AI_PHASE_NAMES = ("planner", "builder", "tester", "reviewer")
+
+
+def routing_summary(
+    settings: Settings, env: Mapping[str, str], stored: Mapping[str, str]
+) -> list[str]:
+    """What is in force, in a few lines: where each provider's key comes from, and each
+    phase's models with why (for the stack's start-up line and `vdo doctor`)."""
+    sources = [s for s in provider_sources(env, stored) if s.key_source]
+    configured = {s.name for s in sources}
+    if not configured:
+        return [
+            "no AI provider configured: every phase uses the built-in scripted model (demo "
+            f"jobs only); to run other jobs, {where_keys_go()}"
+        ]
+    keys = ", ".join(
+        f"{s.name} from {'Settings' if s.key_source == 'settings' else s.key_source}"
+        + (f" at {display_url(s.base_url)}" if s.base_url else "")
+        for s in sources
+    )
+    lines = [f"model providers: {keys}"]
+    for phase in AI_PHASE_NAMES:
+        try:
+            routing = resolve_routes(phase, {}, settings, configured)
+        except StepFailure as error:
+            lines.append(f"{phase}: unusable: {error}")
+            continue
+        lines.append(f"{phase}: {' → '.join(str(r) for r in routing.routes)} ({routing.why})")
+    return lines
+
+
 class Models:
     """One per AI phase service process."""
 
