@@ -162,7 +162,7 @@ def _write(out: Path | None, *, since: int, name: str) -> None:
         size = target.stat().st_size
         make_console().print(
             f"wrote {target} ({size / 1e6:.1f} MB in {time.monotonic() - started:.1f} s): "
-            f"{_describe(manifest)}",
+            f"{_describe(manifest)}; provider keys and other credentials are not included",
             markup=False,
         )
 

@@ -155,6 +155,9 @@ class Stack:
             self._say("stack", f"embedded NATS (JetStream) on 127.0.0.1:{self.nats.port}")
         self._prepare_storage()
         self._first_admin()
+        # Which keys and models are in force (made here first: the secret store's key file).
+        for line in self.models_in_force():
+            self._say("stack", line)
         # The database URL may carry a password: readable by the owner only.
         self.info_path.unlink(missing_ok=True)
         descriptor = os.open(self.info_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -258,8 +261,11 @@ class Stack:
                 if name in PROVIDER_KEYS or name.endswith("_API_KEY"):
                     del env[name]
         # Every setting the stack was given reaches every service, however it was given
-        # (environment, .env, or in code), so they all run with the same configuration.
-        for name, value in self.settings.model_dump(mode="json", exclude={"admin_token"}).items():
+        # (environment, .env, or in code), so they all run with the same configuration. Only
+        # those given: a setting left to its default stays so, which the AI phases tell from
+        # one someone chose (a default model whose provider has no key gives way to another).
+        given = self.settings.model_dump(mode="json", exclude={"admin_token"}, exclude_unset=True)
+        for name, value in given.items():
             if value is not None:
                 env[f"VDO_{name.upper()}"] = str(value)
         env.update(
@@ -467,8 +473,6 @@ def run_stack(settings: Settings, services: Iterable[str] = ALL_SERVICES) -> int
         stack.stop()
         return 1
     _echo_stdout(f"stack     | VDO is up: {stack.gateway_url}  (Ctrl-C stops it)")
-    for line in stack.models_in_force():
-        _echo_stdout(f"stack     | {line}")
     stop.wait()
     _echo_stdout("stack     | stopping...")
     stack.stop()

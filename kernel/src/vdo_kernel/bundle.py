@@ -34,6 +34,11 @@ from uuid import UUID
 FORMAT = "vdo-bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# Said in every manifest: what a bundle never holds.
+NOT_INCLUDED = (
+    "credentials: provider keys and other secrets entered in Settings stay in the secret store "
+    "of the deployment that holds them; enter them again after a restore elsewhere"
+)
 EVENTS_KIND = "events"
 BLOB_KIND = "blob"
 KNOWN_KINDS = frozenset({EVENTS_KIND, BLOB_KIND})
@@ -190,6 +195,7 @@ class Manifest:
         return {
             "format": self.format,
             "format_version": self.format_version,
+            "not_included": NOT_INCLUDED,
             "kind": self.kind,
             "product_version": self.product_version,
             "created_at": self.created_at,
