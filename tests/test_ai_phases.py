@@ -91,6 +91,8 @@ def ai_stack(
         model_backoff_seconds=0.05,
         model_backoff_max_seconds=2.0,
         model_timeout_seconds=3.0,
+        # A provider silent for 3 seconds has stalled.
+        model_idle_timeout_seconds=3.0,
         model_retries=4,
         model_max_output_tokens=4000,
         # The fake counts a reply's tokens from its length: the 50 MB reply below alone "costs"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -287,19 +288,30 @@ async def test_each_fault_becomes_the_right_provider_error(
     assert key not in str(error)
 
 
-async def test_a_reply_slower_than_the_timeout_is_a_retryable_timeout(
-    provider: str, env: dict[str, str], fake: FakeProvider
+async def test_a_provider_silent_for_the_idle_timeout_is_a_retryable_timeout(
+    provider: str, client: ModelClient, fake: FakeProvider
 ) -> None:
     fake.push(provider, Fault.timeout(seconds=5))
-    client = make_client(provider, env, timeout=0.3)
     started = time.monotonic()
+    with pytest.raises(ProviderError) as caught:
+        await client.complete(MODEL[provider], replace(request(), idle_timeout_seconds=0.3))
+    assert (caught.value.kind, caught.value.retryable) == ("timeout", True)
+    assert "stalled: waited 0.3s and no reply began" in str(caught.value)
+    assert time.monotonic() - started < 3
+
+
+async def test_the_sdks_own_timeout_never_ends_a_stream_before_the_idle_timeout(
+    provider: str, env: dict[str, str], fake: FakeProvider
+) -> None:
+    """A client made with a short HTTP timeout still waits out a quiet spell shorter than the
+    request's idle timeout."""
+    fake.push(provider, Reply(text='{"ok": true}', pause=1.0, pause_after=1))
+    client = make_client(provider, env, timeout=0.3)
     try:
-        with pytest.raises(ProviderError) as caught:
-            await client.complete(MODEL[provider], request())
+        reply = await client.complete(MODEL[provider], replace(request(), idle_timeout_seconds=2))
     finally:
         await client.close()
-    assert (caught.value.kind, caught.value.retryable) == ("timeout", True)
-    assert time.monotonic() - started < 3
+    assert reply.text == '{"ok": true}'
 
 
 async def test_openai_content_filter_is_a_refusal(env: dict[str, str], fake: FakeProvider) -> None:

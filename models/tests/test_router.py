@@ -88,6 +88,7 @@ class Log:
     """The observer: every try as it starts and ends."""
 
     events: list[tuple[object, ...]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     async def try_started(self, route: Route, try_number: int) -> None:
         self.events.append(("start", str(route), try_number))
@@ -102,6 +103,8 @@ class Log:
     ) -> None:
         outcome = reply.text if reply is not None else error.kind if error else None
         self.events.append(("end", str(route), try_number, outcome, retry_in))
+        if error is not None:
+            self.errors.append(str(error))
 
 
 class Sleeps:
@@ -267,7 +270,10 @@ async def test_a_call_slower_than_the_timeout_is_a_retryable_timeout() -> None:
         await asyncio.sleep(10)
         return ok("too late")
 
-    policy = RetryPolicy(tries_per_route=2, backoff_seconds=0, timeout_seconds=0.05)
+    # 0.05s plus 8192 output tokens at 1,000,000 tokens/s: about 0.06s.
+    policy = RetryPolicy(
+        tries_per_route=2, backoff_seconds=0, timeout_seconds=0.05, min_tokens_per_second=1e6
+    )
     a = scripted("anthropic", slow, ok("in time"))
     router, _ = router_for(a, policy=policy)
     log = Log()
@@ -276,6 +282,7 @@ async def test_a_call_slower_than_the_timeout_is_a_retryable_timeout() -> None:
 
     assert reply.text == "in time"
     assert log.events[1] == ("end", str(A), 1, "timeout", 0.0)
+    assert "0.058192s (0.05s plus 8192 output tokens at 1e+06 tokens/s)" in log.errors[0]
 
 
 async def test_an_observer_can_stop_a_call_before_it_is_made() -> None:
@@ -309,9 +316,11 @@ def test_the_policy_comes_from_settings() -> None:
         model_backoff_seconds=0.5,
         model_backoff_max_seconds=8,
         model_timeout_seconds=42,
+        model_idle_timeout_seconds=7,
+        model_min_tokens_per_second=25,
     )
     router = Router(lambda p: scripted(p), settings)
-    assert router.policy == RetryPolicy(5, 0.5, 8.0, 42.0)
+    assert router.policy == RetryPolicy(5, 0.5, 8.0, 42.0, 7.0, 25.0)
 
 
 async def test_real_clients_retry_after_then_fall_back(fake: FakeProvider, key: str) -> None:

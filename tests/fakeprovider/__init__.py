@@ -25,15 +25,20 @@ In-process use (tests, benchmarks)::
         fake.push("anthropic", Fault.rate_limited(retry_after=2), Reply(text='{"ok": true}'))
         fake.set_responder(lambda provider, model, body: Reply(text="hi"))  # queue empty
         ...
-        last = fake.requests("anthropic")[-1]  # .headers, .body, .status, .delta_sent_at
+        last = fake.requests("anthropic")[-1]  # .headers, .body, .status, .delta_sent_at, .billed
 
 Answers are taken per provider in order; when a provider's queue is empty the responder is
 called with ``(provider, model, request_json)``. `Reply` carries the text (streamed in
-``deltas`` pieces, ``delta_delay`` seconds apart) and token counts (``input_tokens`` are the
-uncached ones; ``cached_tokens``; ``cache_write_tokens``). `Fault` builds failures:
+``deltas`` pieces, ``delta_delay`` seconds apart, with a quiet spell of ``pause`` seconds after
+``pause_after`` pieces if asked, and Anthropic's ``ping`` events every ``ping_every`` seconds
+while it waits), token counts (``input_tokens`` are the uncached ones; ``cached_tokens``;
+``cache_write_tokens``) and ``truncated`` (it ended at the output limit, with each provider's
+own stop value). Each recorded request keeps what a real provider would bill for it
+(``billed``: nothing for an error status; for a reply that began, the prompt and the output
+sent). `Fault` builds failures:
 ``rate_limited(retry_after)``, ``server_error(500|503)``, ``overloaded()`` (529 on Anthropic,
 503 elsewhere), ``http(status, message)``, ``timeout(seconds)`` (the server hangs),
-``stream_cut(text, after_deltas)`` (the connection is dropped mid-reply),
+``stream_cut(text, after_deltas, delta_delay)`` (the connection is dropped mid-reply),
 ``stream_error(status, after_deltas)`` (the provider's error event mid-stream, e.g. Anthropic's
 overloaded_error) and ``refusal(text)``. Malformed JSON is just a `Reply` whose text is not
 JSON.
@@ -57,7 +62,7 @@ prints it). Its control API, for a stack of real processes driven by a test:
 
 from __future__ import annotations
 
-from .script import Answer, Fault, RecordedRequest, Reply, Responder
+from .script import Answer, Bill, Fault, RecordedRequest, Reply, Responder
 from .server import FakeProvider
 
-__all__ = ["Answer", "FakeProvider", "Fault", "RecordedRequest", "Reply", "Responder"]
+__all__ = ["Answer", "Bill", "FakeProvider", "Fault", "RecordedRequest", "Reply", "Responder"]

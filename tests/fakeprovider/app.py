@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from .script import (
     PROVIDERS,
+    Bill,
     Fault,
     RecordedRequest,
     Reply,
@@ -25,7 +27,7 @@ from .script import (
     answer_from_json,
     estimate_tokens,
 )
-from .wire import WIRES, Frame, Outcome, Tokens, split
+from .wire import WIRES, Outcome, Tokens, Wire, split
 
 DEFAULT_MODELS: dict[str, list[str]] = {
     "anthropic": ["claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6"],
@@ -189,10 +191,10 @@ class FakeApp:
             if answer.kind == "stream_error" and stream:
                 # The reply starts (200), then an error event ends it part way.
                 recorded.status = 200
-                frames = wire.frames(self._outcome(model, body, answer), body)
+                outcome = self._outcome(model, body, answer)
                 ending = _Stop(answer.after_deltas, wire.stream_error(error))
                 return StreamingResponse(
-                    self._send(frames, answer.delta_delay, ending, recorded),
+                    self._send(wire, outcome, body, answer, ending, recorded),
                     media_type="text/event-stream",
                 )
             headers = {}
@@ -209,10 +211,13 @@ class FakeApp:
         recorded.status = 200
         cut = isinstance(answer, Fault) and answer.kind == "stream_cut"
         if not stream:
+            tokens = outcome.tokens
+            output = tokens.output // 2 if cut else tokens.output
+            recorded.billed = Bill(tokens.input, output, tokens.cached, tokens.cache_write)
             return _CutBody(wire.body(outcome)) if cut else JSONResponse(wire.body(outcome))
         stop = _Stop(answer.after_deltas, None) if isinstance(answer, Fault) and cut else None
         return StreamingResponse(
-            self._send(wire.frames(outcome, body), answer.delta_delay, stop, recorded),
+            self._send(wire, outcome, body, answer, stop, recorded),
             media_type="text/event-stream",
         )
 
@@ -241,12 +246,28 @@ class FakeApp:
             split(answer.text, answer.deltas),
             tokens,
             stop_reason=answer.stop_reason,
+            truncated=answer.truncated,
         )
 
     async def _send(
-        self, frames: list[Frame], delay: float, stop: _Stop | None, recorded: RecordedRequest
+        self,
+        wire: Wire,
+        outcome: Outcome,
+        body: Any,
+        answer: Reply | Fault,
+        stop: _Stop | None,
+        recorded: RecordedRequest,
     ) -> AsyncIterator[bytes]:
+        frames = wire.frames(outcome, body)
+        pieces = sum(1 for frame in frames if frame.text)
+        tokens = outcome.tokens
+        # The request was taken: its prompt is billed, and its output as it is sent.
+        recorded.billed = Bill(tokens.input, 0, tokens.cached, tokens.cache_write)
+        ping = wire.ping() if answer.ping_every > 0 else None
         sent = 0
+        if answer.pause and answer.pause_after is None:
+            async for beat in self._wait(answer.pause, ping, answer.ping_every):
+                yield beat
         for frame in frames:
             if frame.text:
                 if stop is not None and sent >= stop.after_deltas:
@@ -254,11 +275,29 @@ class FakeApp:
                         raise StreamCut
                     yield stop.ending
                     return
-                if delay:
-                    await asyncio.sleep(delay)
+                if answer.pause and answer.pause_after == sent:
+                    async for beat in self._wait(answer.pause, ping, answer.ping_every):
+                        yield beat
+                if answer.delta_delay:
+                    async for beat in self._wait(answer.delta_delay, ping, answer.ping_every):
+                        yield beat
                 recorded.delta_sent_at.append(time.perf_counter())
                 sent += 1
+                recorded.billed.output = math.ceil(tokens.output * sent / pieces)
             yield frame.data
+        recorded.billed.output = tokens.output
+
+    @staticmethod
+    async def _wait(seconds: float, ping: bytes | None, every: float) -> AsyncIterator[bytes]:
+        """Send nothing for `seconds`, but for a keep-alive every `every` seconds (if any)."""
+        if ping is None:
+            await asyncio.sleep(seconds)
+            return
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            await asyncio.sleep(min(every, left))
+            if end - time.monotonic() > 0:
+                yield ping
 
     async def _hang(self, request: Request, seconds: float) -> None:
         """Answer nothing for `seconds`, unless the client gives up or the server stops."""

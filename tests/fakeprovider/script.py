@@ -31,8 +31,18 @@ class Reply:
     cache_write_tokens: int = 0  # Anthropic only
     model: str | None = None  # the model the reply names; default: the one asked for
     stop_reason: str | None = None  # the provider's own value; default: its normal end
+    # The reply ends because it hit the request's output limit, with each provider's own stop
+    # value (Anthropic max_tokens, OpenAI length, Gemini MAX_TOKENS).
+    truncated: bool = False
     deltas: int = 4  # a streamed reply is sent in this many pieces
     delta_delay: float = 0.0  # seconds before each piece
+    # A quiet spell in a streamed reply: `pause` seconds with nothing sent, after `pause_after`
+    # pieces of text (None: before anything, once the headers are out), then the rest.
+    pause: float = 0.0
+    pause_after: int | None = None
+    # Anthropic only: while it waits (delta_delay, pause), a `ping` event this often, as
+    # Anthropic keeps a slow stream alive.
+    ping_every: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,11 @@ class Fault:
     text: str = ""  # stream_cut/stream_error: the reply that is cut; refusal: its message
     after_deltas: int = 2  # stream_cut/stream_error: pieces sent before the stream stops
     delta_delay: float = 0.0  # seconds before each piece
+
+    # A quiet spell while it streams, as in `Reply`.
+    pause: float = 0.0
+    pause_after: int | None = None
+    ping_every: float = 0.0
 
     @classmethod
     def rate_limited(cls, retry_after: float | None = None) -> Fault:
@@ -70,8 +85,13 @@ class Fault:
         return cls("timeout", seconds=seconds)
 
     @classmethod
-    def stream_cut(cls, text: str = "", after_deltas: int = 2) -> Fault:
-        return cls("stream_cut", text=text or CUT_TEXT, after_deltas=after_deltas)
+    def stream_cut(cls, text: str = "", after_deltas: int = 2, delta_delay: float = 0.0) -> Fault:
+        return cls(
+            "stream_cut",
+            text=text or CUT_TEXT,
+            after_deltas=after_deltas,
+            delta_delay=delta_delay,
+        )
 
     @classmethod
     def stream_error(
@@ -101,6 +121,17 @@ def default_responder(provider: str, model: str, body: Any) -> Answer:
 
 
 @dataclass
+class Bill:
+    """Tokens a provider bills for one request (`input`: prompt tokens not read from the
+    cache, as in `Reply`)."""
+
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    cache_write: int = 0
+
+
+@dataclass
 class RecordedRequest:
     provider: str
     model: str
@@ -114,6 +145,11 @@ class RecordedRequest:
     # time.perf_counter() just before each streamed piece of text was written (in-process
     # servers only: the clock is the process's).
     delta_sent_at: list[float] = field(default_factory=list)
+    # What a real provider would bill for it: nothing for an answer with an error status (or a
+    # hang that ends in one); for a reply that began, the whole prompt and the output sent (all
+    # of the reply's output tokens once it is complete, else the share of its pieces sent
+    # before a cut, an error event or the client leaving).
+    billed: Bill = field(default_factory=Bill)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -36,6 +36,7 @@ class Outcome:
     tokens: Tokens
     stop_reason: str | None = None  # the provider's own value, when scripted
     refused: bool = False
+    truncated: bool = False  # ended at the output limit
 
     @property
     def text(self) -> str:
@@ -56,6 +57,10 @@ class Wire(Protocol):
     def frames(self, outcome: Outcome, request: Any) -> list[Frame]: ...
 
     def models(self, names: list[str]) -> dict[str, Any]: ...
+
+    def ping(self) -> bytes | None:
+        """The keep-alive the provider sends while a stream is quiet, if it has one."""
+        ...
 
 
 def split(text: str, pieces: int) -> tuple[str, ...]:
@@ -114,7 +119,14 @@ class AnthropicWire:
         }
 
     def _stop(self, outcome: Outcome) -> str:
-        return outcome.stop_reason or ("refusal" if outcome.refused else "end_turn")
+        if outcome.stop_reason:
+            return outcome.stop_reason
+        if outcome.truncated:
+            return "max_tokens"
+        return "refusal" if outcome.refused else "end_turn"
+
+    def ping(self) -> bytes | None:
+        return _sse({"type": "ping"}, "ping")
 
     def body(self, outcome: Outcome) -> dict[str, Any]:
         return {
@@ -205,7 +217,10 @@ class OpenAIWire:
         }
 
     def _finish(self, outcome: Outcome) -> str:
-        return outcome.stop_reason or "stop"
+        return outcome.stop_reason or ("length" if outcome.truncated else "stop")
+
+    def ping(self) -> bytes | None:
+        return None
 
     def body(self, outcome: Outcome) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": outcome.text, "refusal": None}
@@ -327,7 +342,14 @@ class GoogleWire:
         return candidate
 
     def _finish(self, outcome: Outcome) -> str:
-        return outcome.stop_reason or ("SAFETY" if outcome.refused else "STOP")
+        if outcome.stop_reason:
+            return outcome.stop_reason
+        if outcome.truncated:
+            return "MAX_TOKENS"
+        return "SAFETY" if outcome.refused else "STOP"
+
+    def ping(self) -> bytes | None:
+        return None
 
     def _response(self, outcome: Outcome, candidate: dict[str, Any], output: int) -> dict[str, Any]:
         return {

@@ -96,7 +96,14 @@ class Settings(BaseSettings):
     tester_fallbacks: str = ""
     reviewer_fallbacks: str = ""
     model_max_output_tokens: int = Field(default=16_000, ge=256, le=200_000)
+    # A try of a model call ends when the provider sends nothing at all (not a byte, not a
+    # keep-alive) for this long, counted from the request: it stalled, and is retried.
+    model_idle_timeout_seconds: float = Field(default=120.0, gt=0)
+    # And at the latest after model_timeout_seconds plus the time its output limit takes at
+    # model_min_tokens_per_second (120 s + 16,000 tokens at 10 tokens/s = 1,720 s): a long reply
+    # that keeps streaming is never cut short for its length.
     model_timeout_seconds: float = Field(default=120.0, gt=0)
+    model_min_tokens_per_second: float = Field(default=10.0, gt=0)
     # Tries of one route (429, 5xx, timeouts, a cut stream) before the next fallback.
     model_retries: int = Field(default=3, ge=1, le=10)
     model_backoff_seconds: float = Field(default=1.0, ge=0)

@@ -17,6 +17,8 @@ from vdo_kernel.domain import MODEL_PROVIDERS
 
 JSONSchema = dict[str, Any]
 
+DEFAULT_IDLE_TIMEOUT_SECONDS = 120.0
+
 PROVIDERS = MODEL_PROVIDERS
 
 # Called with each piece of reply text as the provider streams it.
@@ -61,6 +63,27 @@ class Message:
 
 
 @dataclass(frozen=True)
+class TimeLimit:
+    """The most one try of a call may take in all: a base, plus the time its output limit takes
+    at the slowest rate a healthy stream is expected to keep. A long reply streamed steadily is
+    never cut short; one that crawls, or never ends, is."""
+
+    base_seconds: float
+    output_tokens: int
+    tokens_per_second: float
+
+    @property
+    def seconds(self) -> float:
+        return self.base_seconds + self.output_tokens / self.tokens_per_second
+
+    def __str__(self) -> str:
+        return (
+            f"{self.seconds:g}s ({self.base_seconds:g}s plus {self.output_tokens} output tokens "
+            f"at {self.tokens_per_second:g} tokens/s)"
+        )
+
+
+@dataclass(frozen=True)
 class ModelRequest:
     phase: str  # planner | builder | tester | reviewer (for logs, and the scripted model)
     system: str
@@ -74,6 +97,12 @@ class ModelRequest:
     # inside the messages).
     task: str = ""
     attempt: int = 1
+    # How long the provider may send nothing at all before the try is given up as stalled,
+    # counted from the request (the wait for the first byte counts too), and how long the try
+    # may take in all. The router sets both from its policy (VDO_MODEL_IDLE_TIMEOUT_SECONDS,
+    # VDO_MODEL_TIMEOUT_SECONDS and VDO_MODEL_MIN_TOKENS_PER_SECOND).
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    time_limit: TimeLimit | None = None
 
     def prompt_text(self) -> str:
         return self.system + "\n".join(m.content for m in self.messages)
@@ -94,6 +123,10 @@ class ModelReply:
     model: str  # as the provider reports it
     stop_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # The reply stopped because it reached the request's max_output_tokens (Anthropic
+    # stop_reason max_tokens, OpenAI finish_reason length, Gemini finishReason MAX_TOKENS):
+    # its text is cut off wherever the limit fell.
+    truncated: bool = False
 
 
 class ProviderError(Exception):
@@ -101,6 +134,11 @@ class ProviderError(Exception):
 
     `retryable` errors (429, 5xx, timeouts, a stream cut mid-reply) may succeed if tried again;
     the others (a bad key, a refused request, an unknown model) will not.
+
+    What the failed try may still be billed for: `accepted` says the provider took the request
+    (its reply had begun: an answer of 200, then whatever came of it) rather than answering with
+    an error status or not being reached; `usage` is what it reported before it failed, if
+    anything; `streamed_chars` how much reply text had arrived.
     """
 
     def __init__(
@@ -111,12 +149,19 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         kind: str = "error",
+        accepted: bool = False,
+        usage: Usage | None = None,
+        streamed_chars: int = 0,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
-        self.kind = kind  # rate_limited | server_error | timeout | stream_cut | refused | auth
+        # rate_limited | server_error | timeout | stream_cut | refused | auth | unreachable
+        self.kind = kind
+        self.accepted = accepted
+        self.usage = usage
+        self.streamed_chars = streamed_chars
 
 
 class ModelClient(Protocol):

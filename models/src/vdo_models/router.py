@@ -6,8 +6,14 @@ full jitter (``model_backoff_seconds`` doubling per try, capped at
 ``model_backoff_max_seconds``), and never less than a ``Retry-After`` the provider sent. A
 provider that asks to wait longer than the cap is not waited for: the next route is tried. A
 non-retryable error (a bad key, an unknown model) moves to the next route at once; a refusal
-stops the call, since another model would be asked the same thing. Each try is limited to
-``model_timeout_seconds``.
+stops the call, since another model would be asked the same thing.
+
+Each try ends when the provider sends nothing at all for ``model_idle_timeout_seconds`` (a
+stall: retried like any timeout), and at the latest after ``model_timeout_seconds`` plus the
+time its output limit takes at ``model_min_tokens_per_second``: a long reply that streams
+steadily is never cut short, and never paid for twice because of its length alone. The
+adapters watch both limits on the stream itself (so the error carries what the try received);
+the router holds the whole-call limit around any client too, a moment later.
 
 Every try is reported to an observer as it starts and ends, so the caller can record it and
 write the live log. A retried try streams its text again from the start.
@@ -19,17 +25,19 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from vdo_kernel.settings import Settings
 from vdo_models.interface import (
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
     ModelClient,
     ModelReply,
     ModelRequest,
     ProviderError,
     Route,
     TextSink,
+    TimeLimit,
 )
 
 
@@ -38,7 +46,10 @@ class RetryPolicy:
     tries_per_route: int = 3
     backoff_seconds: float = 1.0
     backoff_max_seconds: float = 30.0
+    # The base of each try's whole-call limit (`TimeLimit`).
     timeout_seconds: float = 120.0
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    min_tokens_per_second: float = 10.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
@@ -47,7 +58,16 @@ class RetryPolicy:
             backoff_seconds=settings.model_backoff_seconds,
             backoff_max_seconds=settings.model_backoff_max_seconds,
             timeout_seconds=settings.model_timeout_seconds,
+            idle_timeout_seconds=settings.model_idle_timeout_seconds,
+            min_tokens_per_second=settings.model_min_tokens_per_second,
         )
+
+    def limits(self, request: ModelRequest) -> ModelRequest:
+        """`request` with this policy's time limits for each of its tries."""
+        limit = TimeLimit(
+            self.timeout_seconds, request.max_output_tokens, self.min_tokens_per_second
+        )
+        return replace(request, idle_timeout_seconds=self.idle_timeout_seconds, time_limit=limit)
 
 
 class RouterObserver(Protocol):
@@ -138,6 +158,7 @@ class Router:
     ) -> tuple[ModelReply, Route]:
         """The first reply any route gives, and the route that gave it; RouterError if none."""
         observer = observer or _Unobserved()
+        request = self.policy.limits(request)
         failures: list[FailedTry] = []
         for route in routes:
             try:
@@ -166,15 +187,20 @@ class Router:
     async def _try(
         self, client: ModelClient, route: Route, request: ModelRequest, on_text: TextSink | None
     ) -> ModelReply:
-        timeout = self.policy.timeout_seconds
+        limit = request.time_limit
+        assert limit is not None
         started = time.monotonic()
+        # A moment after the limit, so that an adapter watching its stream ends it first.
+        deadline = asyncio.timeout(limit.seconds + min(1.0, limit.seconds * 0.1))
         try:
-            async with asyncio.timeout(timeout):
+            async with deadline:
                 return await client.complete(route.model, request, on_text)
         except TimeoutError:
+            if not deadline.expired():
+                raise
             waited = time.monotonic() - started
             raise ProviderError(
-                f"{route} gave no complete reply within {timeout:g}s (waited {waited:.1f}s)",
+                f"{route} gave no complete reply within {limit} (waited {waited:.1f}s)",
                 retryable=True,
                 kind="timeout",
             ) from None

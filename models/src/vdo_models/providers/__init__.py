@@ -44,8 +44,9 @@ def make_client(
 ) -> ModelClient:
     """A client for `provider` configured from `env`; ProviderError (kind "auth") without a key.
 
-    `timeout` bounds each HTTP read inside the SDK; the router's per-call deadline is the one
-    that normally applies.
+    `timeout` bounds connecting and each HTTP read inside the SDK. A streamed completion raises
+    it, for its own request, above the request's idle timeout: what ends a quiet stream is the
+    idle timeout (`providers.streaming`), never the SDK first.
     """
     if provider == "anthropic":
         from vdo_models.providers.anthropic import AnthropicClient

@@ -24,6 +24,7 @@ from vdo_models.interface import (
 )
 from vdo_models.providers import describe_models, display_url, failures
 from vdo_models.providers.json_output import Mode, OutputModes, with_fallback
+from vdo_models.providers.streaming import StreamWatch, response_hooks, sdk_timeout
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # The API allows four cache breakpoints per request; one goes on the system prompt.
@@ -57,9 +58,14 @@ class AnthropicClient:
         self.base_url = base_url or DEFAULT_BASE_URL
         self._scrub = failures.Scrubber(api_key)
         self._output = OutputModes(("json_schema", None))
+        self._timeout = timeout
         # The router retries; the SDK's own retries would hide tries from it.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=anthropic.DefaultAsyncHttpxClient(event_hooks=response_hooks()),
         )
 
     @classmethod
@@ -99,53 +105,64 @@ class AnthropicClient:
         parts: list[str] = []
         read = written = uncached = output = 0
         reply_model, stop_reason, complete = model, "", False
-        try:
-            stream = await self._client.messages.create(
-                model=model,
-                max_tokens=request.max_output_tokens,
-                system=system or anthropic.omit,
-                messages=_messages(request.messages),
-                output_config=output_config,
-                stream=True,
-            )
-            async with stream:
-                async for event in stream:
-                    if event.type == "message_start":
-                        reply_model = event.message.model
-                        u = event.message.usage
-                        uncached, output = u.input_tokens, u.output_tokens
-                        read = u.cache_read_input_tokens or 0
-                        written = u.cache_creation_input_tokens or 0
-                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        parts.append(event.delta.text)
-                        if on_text is not None and event.delta.text:
-                            await on_text(event.delta.text)
-                    elif event.type == "message_delta":
-                        stop_reason = event.delta.stop_reason or ""
-                        # Cumulative totals; the optional ones are sent only when they changed.
-                        d = event.usage
-                        output = d.output_tokens
-                        if d.input_tokens is not None:
-                            uncached = d.input_tokens
-                        if d.cache_read_input_tokens is not None:
-                            read = d.cache_read_input_tokens
-                        if d.cache_creation_input_tokens is not None:
-                            written = d.cache_creation_input_tokens
-                    elif event.type == "message_stop":
-                        complete = True
-        except anthropic.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        except anthropic.APIConnectionError as exc:
-            raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
-        except Exception as exc:
-            if failures.is_transport_error(exc):
+        async with StreamWatch.of(self.provider, request) as watch:
+            try:
+                stream = await self._client.messages.create(
+                    model=model,
+                    max_tokens=request.max_output_tokens,
+                    system=system or anthropic.omit,
+                    messages=_messages(request.messages),
+                    output_config=output_config,
+                    stream=True,
+                    timeout=sdk_timeout(self._timeout, request.idle_timeout_seconds),
+                )
+                watch.accepted = True
+                async with stream:
+                    async for event in stream:
+                        if event.type == "message_start":
+                            reply_model = event.message.model
+                            u = event.message.usage
+                            uncached, output = u.input_tokens, u.output_tokens
+                            read = u.cache_read_input_tokens or 0
+                            written = u.cache_creation_input_tokens or 0
+                        elif (
+                            event.type == "content_block_delta" and event.delta.type == "text_delta"
+                        ):
+                            parts.append(event.delta.text)
+                            watch.text(event.delta.text)
+                            if on_text is not None and event.delta.text:
+                                await on_text(event.delta.text)
+                        elif event.type == "message_delta":
+                            stop_reason = event.delta.stop_reason or ""
+                            # Cumulative totals; the optional ones are sent only when they
+                            # changed.
+                            d = event.usage
+                            output = d.output_tokens
+                            if d.input_tokens is not None:
+                                uncached = d.input_tokens
+                            if d.cache_read_input_tokens is not None:
+                                read = d.cache_read_input_tokens
+                            if d.cache_creation_input_tokens is not None:
+                                written = d.cache_creation_input_tokens
+                        elif event.type == "message_stop":
+                            complete = True
+                        if event.type in ("message_start", "message_delta"):
+                            # What a failed try is billed for is at least what was reported.
+                            watch.usage = Usage(uncached, output, read, written)
+            except anthropic.APIStatusError as exc:
+                raise self._status_error(exc) from None
+            except anthropic.APIConnectionError as exc:
                 raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
-            raise
-
-        if not complete:
-            raise failures.stream_cut(self.provider, "no message_stop")
-        if stop_reason == "refusal":
-            raise failures.refused(self.provider, model, "stop_reason refusal", scrub=self._scrub)
+            except Exception as exc:
+                if failures.is_transport_error(exc):
+                    raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
+                raise
+            if not complete:
+                raise failures.stream_cut(self.provider, "no message_stop")
+            if stop_reason == "refusal":
+                raise failures.refused(
+                    self.provider, model, "stop_reason refusal", scrub=self._scrub
+                )
         usage = Usage(
             input_tokens=uncached,
             output_tokens=output,
@@ -153,7 +170,11 @@ class AnthropicClient:
             cache_write_tokens=written,
         )
         return ModelReply(
-            text="".join(parts), usage=usage, model=reply_model, stop_reason=stop_reason
+            text="".join(parts),
+            usage=usage,
+            model=reply_model,
+            stop_reason=stop_reason,
+            truncated=stop_reason == "max_tokens",
         )
 
     def _status_error(self, exc: anthropic.APIStatusError) -> ProviderError:

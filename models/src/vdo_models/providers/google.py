@@ -13,6 +13,7 @@ from google.genai import errors, types
 from vdo_models.interface import ModelReply, ModelRequest, ProviderError, TextSink, Usage
 from vdo_models.providers import describe_models, display_url, failures
 from vdo_models.providers.json_output import Mode, OutputModes, with_fallback
+from vdo_models.providers.streaming import StreamWatch, response_hooks, sdk_timeout
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 _REFUSALS = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
@@ -96,8 +97,12 @@ class GoogleClient:
         self._output = OutputModes(("json_schema", "json"))
         # No retry_options: the SDK then tries once; the router retries.
         options = types.HttpOptions(
-            base_url=self.base_url, api_version=api_version, timeout=int(timeout * 1000)
+            base_url=self.base_url,
+            api_version=api_version,
+            timeout=int(timeout * 1000),
+            async_client_args={"event_hooks": response_hooks()},
         )
+        self._timeout = timeout
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     @classmethod
@@ -148,6 +153,9 @@ class GoogleClient:
             temperature=request.temperature,
             response_mime_type="application/json" if mode else None,
             response_json_schema=schema if mode == "json_schema" else None,
+            http_options=types.HttpOptions(
+                timeout=int(sdk_timeout(self._timeout, request.idle_timeout_seconds) * 1000)
+            ),
         )
         contents: list[types.ContentUnion] = [
             types.Content(
@@ -158,44 +166,53 @@ class GoogleClient:
         parts: list[str] = []
         metadata: types.GenerateContentResponseUsageMetadata | None = None
         reply_model, finish, blocked = model, "", ""
-        try:
-            stream = await self._client.aio.models.generate_content_stream(
-                model=model, contents=contents, config=config
-            )
+        async with StreamWatch.of(self.provider, request) as watch:
             try:
-                async for chunk in stream:
-                    reply_model = chunk.model_version or reply_model
-                    metadata = chunk.usage_metadata or metadata
-                    feedback = chunk.prompt_feedback
-                    if feedback is not None and feedback.block_reason is not None:
-                        blocked = str(feedback.block_reason.value)
-                    for candidate in (chunk.candidates or [])[:1]:
-                        for part in (candidate.content.parts or []) if candidate.content else []:
-                            if part.text and not part.thought:
-                                parts.append(part.text)
-                                if on_text is not None:
-                                    await on_text(part.text)
-                        if candidate.finish_reason is not None:
-                            finish = str(candidate.finish_reason.value)
-            finally:
-                # The SDK's generator holds the HTTP response until it is closed.
-                await cast(AsyncGenerator[types.GenerateContentResponse, None], stream).aclose()
-        except errors.APIError as exc:
-            raise self._api_error(exc) from None
-        except errors.UnknownApiResponseError:
-            raise failures.stream_cut(self.provider, "a chunk that is not JSON") from None
-        except Exception as exc:
-            if failures.is_transport_error(exc):
-                raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
-            raise
-
-        if blocked or finish in _REFUSALS:
-            detail = f"blocked: {blocked}" if blocked else f"finishReason {finish}"
-            raise failures.refused(self.provider, model, detail, scrub=self._scrub)
-        if not finish:
-            raise failures.stream_cut(self.provider, "no finishReason")
+                stream = await self._client.aio.models.generate_content_stream(
+                    model=model, contents=contents, config=config
+                )
+                try:
+                    async for chunk in stream:
+                        watch.accepted = True
+                        reply_model = chunk.model_version or reply_model
+                        if chunk.usage_metadata is not None:
+                            metadata = chunk.usage_metadata
+                            watch.usage = _usage(metadata)
+                        feedback = chunk.prompt_feedback
+                        if feedback is not None and feedback.block_reason is not None:
+                            blocked = str(feedback.block_reason.value)
+                        for candidate in (chunk.candidates or [])[:1]:
+                            content = candidate.content
+                            for part in (content.parts or []) if content else []:
+                                if part.text and not part.thought:
+                                    parts.append(part.text)
+                                    watch.text(part.text)
+                                    if on_text is not None:
+                                        await on_text(part.text)
+                            if candidate.finish_reason is not None:
+                                finish = str(candidate.finish_reason.value)
+                finally:
+                    # The SDK's generator holds the HTTP response until it is closed.
+                    await cast(AsyncGenerator[types.GenerateContentResponse, None], stream).aclose()
+            except errors.APIError as exc:
+                raise self._api_error(exc) from None
+            except errors.UnknownApiResponseError:
+                raise failures.stream_cut(self.provider, "a chunk that is not JSON") from None
+            except Exception as exc:
+                if failures.is_transport_error(exc):
+                    raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
+                raise
+            if blocked or finish in _REFUSALS:
+                detail = f"blocked: {blocked}" if blocked else f"finishReason {finish}"
+                raise failures.refused(self.provider, model, detail, scrub=self._scrub)
+            if not finish:
+                raise failures.stream_cut(self.provider, "no finishReason")
         return ModelReply(
-            text="".join(parts), usage=_usage(metadata), model=reply_model, stop_reason=finish
+            text="".join(parts),
+            usage=_usage(metadata),
+            model=reply_model,
+            stop_reason=finish,
+            truncated=finish == "MAX_TOKENS",
         )
 
     def _api_error(self, exc: errors.APIError) -> ProviderError:

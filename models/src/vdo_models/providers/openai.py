@@ -14,6 +14,7 @@ from openai.types.chat.completion_create_params import ResponseFormat
 from vdo_models.interface import ModelReply, ModelRequest, ProviderError, TextSink, Usage
 from vdo_models.providers import describe_models, display_url, failures
 from vdo_models.providers.json_output import Mode, OutputModes, with_fallback
+from vdo_models.providers.streaming import StreamWatch, response_hooks, sdk_timeout
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -47,7 +48,9 @@ class OpenAIClient:
             project=project,
             max_retries=0,
             timeout=timeout,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks=response_hooks()),
         )
+        self._timeout = timeout
 
     @classmethod
     def from_env(
@@ -95,61 +98,68 @@ class OpenAIClient:
         usage: Usage | None = None
         reply_model, finish = model, ""
         limit = request.max_output_tokens
-        try:
-            stream = await self._client.chat.completions.create(
-                model=model,
-                messages=messages,
-                stream=True,
-                stream_options={"include_usage": True},
-                max_completion_tokens=limit if self._official else openai.omit,
-                max_tokens=openai.omit if self._official else limit,
-                temperature=(
-                    request.temperature if request.temperature is not None else openai.omit
-                ),
-                response_format=_response_format(request, mode),
-            )
-            async with stream:
-                async for chunk in stream:
-                    reply_model = chunk.model or reply_model
-                    if chunk.usage is not None:
-                        u = chunk.usage
-                        details = u.prompt_tokens_details
-                        cached = (details.cached_tokens or 0) if details else 0
-                        written = (details.cache_write_tokens or 0) if details else 0
-                        usage = Usage(
-                            input_tokens=max(0, u.prompt_tokens - cached - written),
-                            output_tokens=u.completion_tokens,
-                            cached_input_tokens=cached,
-                            cache_write_tokens=written,
-                        )
-                    for choice in chunk.choices[:1]:
-                        if choice.delta.refusal:
-                            refusal.append(choice.delta.refusal)
-                        text = choice.delta.content
-                        if text:
-                            parts.append(text)
-                            if on_text is not None:
-                                await on_text(text)
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        except openai.APIConnectionError as exc:
-            raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
-        except openai.APIError as exc:
-            raise self._stream_error(exc) from None
-        except Exception as exc:
-            if failures.is_transport_error(exc):
+        async with StreamWatch.of(self.provider, request) as watch:
+            try:
+                stream = await self._client.chat.completions.create(
+                    model=model,
+                    messages=messages,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    max_completion_tokens=limit if self._official else openai.omit,
+                    max_tokens=openai.omit if self._official else limit,
+                    temperature=(
+                        request.temperature if request.temperature is not None else openai.omit
+                    ),
+                    response_format=_response_format(request, mode),
+                    timeout=sdk_timeout(self._timeout, request.idle_timeout_seconds),
+                )
+                watch.accepted = True
+                async with stream:
+                    async for chunk in stream:
+                        reply_model = chunk.model or reply_model
+                        if chunk.usage is not None:
+                            u = chunk.usage
+                            details = u.prompt_tokens_details
+                            cached = (details.cached_tokens or 0) if details else 0
+                            written = (details.cache_write_tokens or 0) if details else 0
+                            usage = watch.usage = Usage(
+                                input_tokens=max(0, u.prompt_tokens - cached - written),
+                                output_tokens=u.completion_tokens,
+                                cached_input_tokens=cached,
+                                cache_write_tokens=written,
+                            )
+                        for choice in chunk.choices[:1]:
+                            if choice.delta.refusal:
+                                refusal.append(choice.delta.refusal)
+                            text = choice.delta.content
+                            if text:
+                                parts.append(text)
+                                watch.text(text)
+                                if on_text is not None:
+                                    await on_text(text)
+                            if choice.finish_reason:
+                                finish = choice.finish_reason
+            except openai.APIStatusError as exc:
+                raise self._status_error(exc) from None
+            except openai.APIConnectionError as exc:
                 raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
-            raise
-
-        if not finish:
-            raise failures.stream_cut(self.provider, "no finish_reason")
-        if refusal or finish == "content_filter":
-            detail = "".join(refusal) or f"finish_reason {finish}"
-            raise failures.refused(self.provider, model, detail, scrub=self._scrub)
+            except openai.APIError as exc:
+                raise self._stream_error(exc) from None
+            except Exception as exc:
+                if failures.is_transport_error(exc):
+                    raise failures.transport_error(self.provider, exc, scrub=self._scrub) from None
+                raise
+            if not finish:
+                raise failures.stream_cut(self.provider, "no finish_reason")
+            if refusal or finish == "content_filter":
+                detail = "".join(refusal) or f"finish_reason {finish}"
+                raise failures.refused(self.provider, model, detail, scrub=self._scrub)
         return ModelReply(
-            text="".join(parts), usage=usage or Usage(), model=reply_model, stop_reason=finish
+            text="".join(parts),
+            usage=usage or Usage(),
+            model=reply_model,
+            stop_reason=finish,
+            truncated=finish == "length",
         )
 
     def _status_error(self, exc: openai.APIStatusError) -> ProviderError:
