@@ -17,7 +17,8 @@ from psycopg import sql
 from tests.fakeprovider import FakeProvider, Fault, Reply
 from tests.harness import RunningStack, clean_environment, start_stack
 
-from vdo_models.interface import Message, ModelRequest
+from vdo_models.interface import Message, ModelRequest, Route, Usage
+from vdo_models.pricing import Pricing
 from vdo_models.scripted import ScriptedModelClient
 
 KEY = "sk-test-9f8e7d6c5b4a-never-stored"
@@ -252,6 +253,84 @@ def test_faults_are_retried_or_fall_back_and_each_shows_in_the_history(
     assert all("timeout" in c["error"] for c in builder[:4])
 
 
+def test_failed_tries_are_counted_at_no_less_than_the_provider_bills(
+    ai_stack: RunningStack, fake: FakeProvider
+) -> None:
+    """The planner's stream is cut after Anthropic reported its usage, then stalls before
+    anything is reported, then answers: each try is recorded at what it cost (the cut one at
+    the reported input and the output its text holds, the stalled one at its worst case), and
+    the job's recorded spending is no less than what the provider would bill for every
+    request of the job."""
+    fake.set_responder(demo_responder("a command-line word-count tool"))
+    fake.push(
+        "anthropic",
+        Fault.stream_cut(text='{"summary": "' + "a plan cut short " * 30, after_deltas=3),
+        Reply(text="{}", pause=10.0),  # nothing at all for longer than the idle timeout
+    )
+    job_id = ai_stack.submit("wc billed", "a command-line word-count tool")
+    events = ai_stack.wait_for(job_id, timeout=180)
+    assert events[-1]["type"] == "JobCompleted", events[-1]["data"]
+
+    pricing = Pricing()
+
+    def billed(request: Any) -> float:
+        bill = request.billed
+        usage = Usage(bill.input, bill.output, bill.cached, bill.cache_write)
+        return pricing.cost(Route(request.provider, request.model), usage)
+
+    planner = [c for c in calls(events) if c["step"] == "plan"]
+    reserved = [
+        e["data"]["reserved_usd"]
+        for e in events
+        if e["type"] == "ModelCallStarted" and e["data"]["step"] == "plan"
+    ]
+    bills = [billed(r) for r in requests_for(fake, "planner")]
+    assert [(c["outcome"], c["cost_basis"]) for c in planner] == [
+        ("error", "estimated"),
+        ("error", "worst_case"),
+        ("ok", "reported"),
+    ]
+    cut, stalled, answered = planner
+    assert cut["input_tokens"] == requests_for(fake, "planner")[0].billed.input
+    assert bills[0] > 0
+    assert cut["cost_usd"] >= bills[0]
+    assert "as the provider reported" in cut["error"]
+    assert "stalled" in stalled["error"]
+    assert stalled["cost_usd"] == reserved[1] >= bills[1] > 0
+    assert answered["cost_usd"] == pytest.approx(bills[2])
+
+    recorded = sum(c["cost_usd"] for c in calls(events))
+    fake_billed = sum(billed(r) for r in fake.requests())
+    print(
+        f"\nplanner tries recorded at {[round(c['cost_usd'], 6) for c in planner]} USD, "
+        f"billed by the fake at {[round(b, 6) for b in bills]} USD; the job: recorded "
+        f"${recorded:.6f}, fake-billed ${fake_billed:.6f}"
+    )
+    assert recorded >= fake_billed
+    # What the stall may have cost is all the difference.
+    assert recorded - fake_billed <= reserved[1] + cut["cost_usd"] - bills[0] + 1e-9
+    assert ai_stack.job(job_id)["cost_usd"] == pytest.approx(recorded)
+
+
+def test_a_call_that_costs_far_more_than_its_worst_case_fails_the_job_naming_it(
+    ai_stack: RunningStack, fake: FakeProvider
+) -> None:
+    fake.set_responder(demo_responder("a command-line word-count tool"))
+    # Anthropic reports five million output tokens for the plan ($75 at $15 per million).
+    plan = demo_reply("a command-line word-count tool", "planner", 1)
+    fake.push("anthropic", Reply(text=plan, input_tokens=0, output_tokens=5_000_000))
+    job_id = ai_stack.submit("wc overrun", "a command-line word-count tool", budget_usd=0.5)
+    events = ai_stack.wait_for(job_id, timeout=60)
+    assert events[-1]["type"] == "JobFailed"
+    assert events[-1]["data"]["reason"] == (
+        "planning failed: budget exceeded: the planner's call to anthropic:claude-sonnet-4-6 "
+        "(try 1) cost $75.0000, taking the job's spending to $75.0000 of its $0.50 budget "
+        "($74.5000 over)"
+    )
+    assert [c["step"] for c in calls(events)] == ["plan"]  # nothing after it
+    assert requests_for(fake, "builder") == []
+
+
 def test_malformed_json_gets_one_repair_retry_then_fails_clearly(
     ai_stack: RunningStack, fake: FakeProvider
 ) -> None:
@@ -294,7 +373,9 @@ def test_a_hostile_reply_is_refused_and_nothing_is_written(
 
     def hostile(provider: str, model: str, body: Any) -> Reply:
         if phase_of(body) == "builder":
-            return Reply(text=json.dumps({**HOSTILE[case], "notes": "x"}), deltas=2)
+            # Billed as a provider would: at most the output limit, whatever the length.
+            text = json.dumps({**HOSTILE[case], "notes": "x"})
+            return Reply(text=text, deltas=2, output_tokens=4000)
         return responder(provider, model, body)
 
     fake.set_responder(hostile)

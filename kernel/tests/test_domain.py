@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
+from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    UUIDAsHex,
+)
 
 from vdo_kernel.domain import (
     DEFAULT_PRIORITY,
@@ -420,3 +430,85 @@ def test_a_retry_may_change_the_priority_within_its_bounds() -> None:
     job.cancel(reason="r", by="ada", causation_id="c")
     job.retry(Step.PLAN, by="ada", causation_id="c")
     assert job.priority == 9  # kept unless another is given
+
+
+def planning(budget_usd: float = 0.5) -> tuple[Job, Due]:
+    job = Job.submit(title="t", description="d", budget_usd=budget_usd)
+    job.admit(by="scheduler", causation_id="c")
+    due = job.due()
+    assert due is not None
+    job.start_step(due, worker="w", causation_id="c")
+    return job, due
+
+
+def call(job: Job, due: Due, try_number: int = 1, reserved_usd: float = 0.2) -> str:
+    return job.start_model_call(
+        due,
+        call=1,
+        try_number=try_number,
+        provider="anthropic",
+        model="claude-sonnet-4-6",
+        reserved_usd=reserved_usd,
+        causation_id="c",
+    )
+
+
+def test_a_call_that_takes_the_spending_over_the_budget_is_named_with_the_overrun() -> None:
+    job, due = planning(budget_usd=0.5)
+    # The provider counted far more than the worst case estimated before the call.
+    reason = job.finish_model_call(call(job, due), outcome="ok", cost_usd=75.0, causation_id="c")
+    assert reason == (
+        "budget exceeded: the planner's call to anthropic:claude-sonnet-4-6 (try 1) cost "
+        "$75.0000, taking the job's spending to $75.0000 of its $0.50 budget ($74.5000 over)"
+    )
+    # Any later call is refused with the same reason, not with "$0.0000 is left".
+    with pytest.raises(DomainError, match=r"planner's call .* \(\$74\.5000 over\); no further"):
+        call(job, due, try_number=2)
+
+
+def test_a_call_within_the_budget_or_already_over_it_names_no_overrun() -> None:
+    job, due = planning(budget_usd=0.5)
+    reason = job.finish_model_call(call(job, due), outcome="ok", cost_usd=0.5, causation_id="c")
+    assert reason is None
+    assert job.spent_usd == 0.5  # exactly the budget is within it
+
+
+def test_a_finished_calls_cost_basis_is_checked_and_defaults_by_outcome() -> None:
+    job, due = planning(budget_usd=5)
+    first = call(job, due)
+    with pytest.raises(DomainError, match="cost basis 'guessed'"):
+        job.finish_model_call(first, outcome="error", cost_basis="guessed", causation_id="c")
+    job.finish_model_call(first, outcome="error", cost_usd=0.2, causation_id="c")
+    second = call(job, due, try_number=2)
+    job.finish_model_call(second, outcome="interrupted", cost_usd=0.2, causation_id="c")
+    third = call(job, due, try_number=3)
+    job.finish_model_call(
+        third, outcome="error", cost_usd=0.01, cost_basis="estimated", causation_id="c"
+    )
+    finished = [e for e in job.collect_events() if isinstance(e, Job.ModelCallFinished)]
+    assert [e.cost_basis for e in finished] == ["reported", "worst_case", "estimated"]
+
+
+def test_a_finished_call_stored_before_cost_basis_existed_is_upcast() -> None:
+    """Events of version 1 have no `cost_basis`: an interrupted try was counted at its worst
+    case, any other at the provider's figures."""
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    mapper: Mapper[UUID] = Mapper(transcoder=transcoder)
+    job, due = planning(budget_usd=5)
+    job.finish_model_call(call(job, due), outcome="interrupted", cost_usd=0.2, causation_id="c")
+    job.finish_model_call(call(job, due, 2), outcome="error", causation_id="c")
+    read = []
+    for event in job.collect_events():
+        if not isinstance(event, Job.ModelCallFinished):
+            continue
+        stored = mapper.to_stored_event(event)
+        state = json.loads(stored.state)
+        assert state.pop("class_version") == 2
+        del state["cost_basis"]
+        old = replace(stored, state=json.dumps(state).encode())
+        upcast = mapper.to_domain_event(old)
+        assert isinstance(upcast, Job.ModelCallFinished)
+        read.append((upcast.outcome, upcast.cost_basis, upcast.cost_usd))
+    assert read == [("interrupted", "worst_case", 0.2), ("error", "reported", 0.0)]

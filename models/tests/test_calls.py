@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.fakeprovider import FakeProvider, Reply
+from tests.fakeprovider import Bill, FakeProvider, Fault, Reply
 
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.domain import Job, Step
@@ -18,7 +19,8 @@ from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepContext
 from vdo_kernel.store import JobStore
 from vdo_models.calls import DAILY_CAP_LOCK, BudgetExceededError, StepCalls
-from vdo_models.interface import Message, ModelRequest, Route
+from vdo_models.interface import Message, ModelRequest, Route, Usage
+from vdo_models.pricing import Pricing
 from vdo_models.session import Models
 
 SCHEMA = {
@@ -41,7 +43,12 @@ def planning_job(store: JobStore, budget: float = 1.0) -> Job:
 
 
 def step_calls(
-    store: JobStore, job: Job, models: Models, blobs: BlobStore, settings: Settings
+    store: JobStore,
+    job: Job,
+    models: Models,
+    blobs: BlobStore,
+    settings: Settings,
+    route: Route = ROUTE,
 ) -> StepCalls:
     due = job.is_due(Step.PLAN)
     assert due is not None
@@ -49,7 +56,7 @@ def step_calls(
     return StepCalls(
         ctx,
         phase="planner",
-        routes=[ROUTE],
+        routes=[route],
         router=models.router,
         pricing=models.pricing,
         daily=models.daily,
@@ -281,3 +288,107 @@ async def test_the_reply_is_streamed_to_the_live_log_and_no_key_is_recorded(
     assert all(
         key.encode() not in path.read_bytes() for path in blobs.root.rglob("*") if path.is_file()
     )
+
+
+ROUTES = {
+    "anthropic": Route("anthropic", "claude-sonnet-4-6"),
+    "openai": Route("openai", "gpt-4.1"),
+    "google": Route("google", "gemini-2.5-pro"),
+}
+CUT = '{"answer": ' + "4" * 400
+
+
+def billed_cost(pricing: Pricing, route: Route, bill: Bill) -> float:
+    """What the fake provider would bill for a request, at the deployment's prices."""
+    return pricing.cost(route, Usage(bill.input, bill.output, bill.cached, bill.cache_write))
+
+
+async def test_failed_tries_are_counted_at_what_the_provider_bills_or_their_worst_case(
+    provider: str,
+    store: JobStore,
+    fake: FakeProvider,
+    env: dict[str, str],
+    blobs: BlobStore,
+    tmp_path: Path,
+) -> None:
+    """A 429 is not billed; a stream cut after the provider reported its usage is counted at
+    that usage with the output the streamed text holds (Anthropic and Gemini report as they
+    go; OpenAI only at the end, so there it is the worst case); a stall before anything was
+    reported is counted at its worst case."""
+    settings = Settings(
+        home=tmp_path, model_backoff_seconds=0.0, model_idle_timeout_seconds=0.5, model_retries=4
+    )
+    models = Models(settings, environ=env)
+    route = ROUTES[provider]
+    fake.push(
+        provider,
+        Fault.rate_limited(),
+        Fault.stream_cut(text=CUT, after_deltas=3),
+        Reply(text='{"answer": 1}', pause=3.0),
+        Reply(text='{"answer": 42}', input_tokens=30, output_tokens=6),
+    )
+    job = planning_job(store)
+    try:
+        answer = await step_calls(store, job, models, blobs, settings, route).ask(request(), SCHEMA)
+    finally:
+        await models.close()
+
+    assert answer == {"answer": 42}
+    events = store.job_events(job.id)
+    reserved = [e.data["reserved_usd"] for e in events if e.type == "ModelCallStarted"]
+    limited, cut, stalled, ok = finished_calls(store, job)
+    bills = [r.billed for r in fake.requests(provider)]
+    pricing = models.pricing
+
+    assert (limited["cost_usd"], limited["cost_basis"]) == (0.0, "reported")
+    assert "not billed: the provider answered 429 before any reply" in str(limited["error"])
+    assert bills[0] == Bill()
+
+    streamed = int(str(cut["output_tokens"]))
+    if provider == "openai":
+        assert (cut["cost_usd"], cut["cost_basis"]) == (reserved[1], "worst_case")
+        assert "the provider reported no usage before it failed" in str(cut["error"])
+    else:
+        assert cut["cost_basis"] == "estimated"
+        assert cut["input_tokens"] == bills[1].input  # as reported
+        assert streamed >= bills[1].output  # estimated high from the text that arrived
+        assert cut["cost_usd"] == pytest.approx(
+            pricing.cost(route, Usage(bills[1].input, streamed))
+        )
+        sent = len(fake.requests(provider)[1].text_sent)
+        assert 0 < sent < len(CUT)
+        assert streamed == math.ceil(sent / 3.5)
+        assert f"{streamed} output tokens estimated from the {sent} characters streamed" in str(
+            cut["error"]
+        )
+    assert float(str(cut["cost_usd"])) >= billed_cost(pricing, route, bills[1]) > 0
+
+    assert (stalled["cost_usd"], stalled["cost_basis"]) == (reserved[2], "worst_case")
+    assert "stalled" in str(stalled["error"])
+    assert f"counted at its worst case ${reserved[2]:.4f}" in str(stalled["error"])
+    assert float(str(stalled["cost_usd"])) >= billed_cost(pricing, route, bills[2]) > 0
+
+    assert (ok["cost_basis"], ok["input_tokens"], ok["output_tokens"]) == ("reported", 30, 6)
+    assert ok["cost_usd"] == pytest.approx(billed_cost(pricing, route, bills[3]))
+    spent = store.get(job.id).spent_usd
+    assert spent == pytest.approx(
+        sum(float(str(c["cost_usd"])) for c in finished_calls(store, job))
+    )
+
+
+async def test_a_call_that_costs_far_more_than_its_worst_case_fails_the_step_there(
+    store: JobStore, fake: FakeProvider, models: Models, blobs: BlobStore, settings: Settings
+) -> None:
+    # The provider reports five million output tokens for a call allowed a thousand.
+    fake.push("anthropic", Reply(text='{"answer": 42}', input_tokens=0, output_tokens=5_000_000))
+    job = planning_job(store, budget=0.5)
+    calls = step_calls(store, job, models, blobs, settings, ROUTES["anthropic"])
+    with pytest.raises(BudgetExceededError) as caught:
+        await calls.ask(request(), SCHEMA)
+    assert str(caught.value) == (
+        "budget exceeded: the planner's call to anthropic:claude-sonnet-4-6 (try 1) cost "
+        "$75.0000, taking the job's spending to $75.0000 of its $0.50 budget ($74.5000 over)"
+    )
+    [call] = finished_calls(store, job)
+    assert (call["outcome"], call["cost_usd"]) == ("ok", 75.0)  # recorded as it was
+    assert len(fake.requests("anthropic")) == 1

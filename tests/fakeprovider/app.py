@@ -282,6 +282,7 @@ class FakeApp:
                     async for beat in self._wait(answer.delta_delay, ping, answer.ping_every):
                         yield beat
                 recorded.delta_sent_at.append(time.perf_counter())
+                recorded.text_sent += outcome.pieces[sent] if sent < len(outcome.pieces) else ""
                 sent += 1
                 recorded.billed.output = math.ceil(tokens.output * sent / pieces)
             yield frame.data

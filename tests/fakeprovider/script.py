@@ -145,6 +145,7 @@ class RecordedRequest:
     # time.perf_counter() just before each streamed piece of text was written (in-process
     # servers only: the clock is the process's).
     delta_sent_at: list[float] = field(default_factory=list)
+    text_sent: str = ""  # the reply's text as far as it was streamed
     # What a real provider would bill for it: nothing for an answer with an error status (or a
     # hang that ends in one); for a reply that began, the whole prompt and the output sent (all
     # of the reply's output tokens once it is complete, else the share of its pieces sent

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vdo_kernel.domain import PIPELINE, REJECTING_OUTCOMES, STEP_PHASE, Outcome, Phase, Status, Step
-from vdo_kernel.figures import SCRIPTED_LABEL, is_scripted, latency, tokens_text, usd
+from vdo_kernel.figures import SCRIPTED_LABEL, cost_text, is_scripted, latency, tokens_text, usd
 from vdo_kernel.figures import number as _float
 from vdo_kernel.figures import whole_number as _int
 
@@ -288,7 +288,8 @@ def call_result(data: JSON) -> str:
         f"{tokens_text(data.get('output_tokens'))} out tokens"
     )
     return (
-        f"{said}, {tokens}, {usd(_float(data.get('cost_usd')) or 0.0)}, "
+        f"{said}, {tokens}, "
+        f"{cost_text(_float(data.get('cost_usd')) or 0.0, data.get('cost_basis'))}, "
         f"{latency(data.get('latency_ms'))}"
     )
 

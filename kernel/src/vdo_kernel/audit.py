@@ -15,7 +15,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from vdo_kernel.figures import SCRIPTED_LABEL, is_scripted, latency, tokens_text, usd
+from vdo_kernel.domain import STEP_ROLE
+from vdo_kernel.figures import (
+    SCRIPTED_LABEL,
+    cost_text,
+    is_scripted,
+    latency,
+    tokens_text,
+    usd,
+)
 from vdo_kernel.store import StoredJobEvent
 
 JSON = dict[str, Any]
@@ -50,15 +58,6 @@ class StepRun:
         return is_scripted(self.details.get("model"))
 
 
-# The AI phase whose models a step's calls use (as routes name them).
-STEP_ROLE: dict[str, str] = {
-    "plan": "planner",
-    "build": "builder",
-    "write_tests": "tester",
-    "review": "reviewer",
-}
-
-
 @dataclass
 class CallTry:
     """One try of one model call, as its events tell it."""
@@ -81,6 +80,7 @@ class CallTry:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
+    cost_basis: str = "reported"
     latency_ms: float = 0.0
     # The try of the same call before this one, if any (this one is a retry or a fallback).
     previous: CallTry | None = None
@@ -127,7 +127,8 @@ class CallTry:
             return f"held {usd(self.reserved_usd)} of the budget"
         return (
             f"{tokens_text(self.input_tokens)} in / {tokens_text(self.output_tokens)} out / "
-            f"{tokens_text(self.cached_tokens)} cached tokens, {usd(self.cost_usd)}, "
+            f"{tokens_text(self.cached_tokens)} cached tokens, "
+            f"{cost_text(self.cost_usd, self.cost_basis)}, "
             f"{latency(self.latency_ms)}"
         )
 
@@ -228,6 +229,7 @@ def _call_json(call: CallTry) -> JSON:
         "cached_tokens": call.cached_tokens,
         "cache_write_tokens": call.cache_write_tokens,
         "cost_usd": call.cost_usd,
+        "cost_basis": call.cost_basis,
         "latency_ms": call.latency_ms,
         "started": _moment(call.started),
         "finished": _moment(call.finished),
@@ -317,6 +319,7 @@ def _call_event(calls: dict[str, CallTry], event: StoredJobEvent) -> None:
         call.cached_tokens = _int(data.get("cached_tokens"))
         call.cache_write_tokens = _int(data.get("cache_write_tokens"))
         call.cost_usd = _float(data.get("cost_usd"))
+        call.cost_basis = str(data.get("cost_basis", "reported"))
         call.latency_ms = _float(data.get("latency_ms"))
 
 
@@ -366,7 +369,8 @@ def describe(event: StoredJobEvent) -> str:
                 f"{tokens_text(data.get('input_tokens'))} in / "
                 f"{tokens_text(data.get('output_tokens'))} out / "
                 f"{tokens_text(data.get('cached_tokens'))} cached tokens, "
-                f"{usd(_float(data.get('cost_usd')))}, {latency(data.get('latency_ms'))}"
+                f"{cost_text(_float(data.get('cost_usd')), data.get('cost_basis'))}, "
+                f"{latency(data.get('latency_ms'))}"
                 + (f", reply sha256:{data.get('reply')}" if data.get("reply") else "")
             )
         case "StepStarted":

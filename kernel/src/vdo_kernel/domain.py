@@ -353,7 +353,14 @@ class Job(Aggregate):
 
     class ModelCallFinished(Event):
         """What one try of a model call came to: its reply (a blob) or its error, the tokens and
-        the cost. `outcome` is ok, error, refused or interrupted."""
+        the cost. `outcome` is ok, error, refused or interrupted. `cost_basis` says how the
+        cost was arrived at: ``reported`` (the provider's usage, or nothing billed),
+        ``estimated`` (the provider's usage with output tokens estimated from the text that
+        arrived before a failure) or ``worst_case`` (nothing known: the try's worst case)."""
+
+        # Version 2 added `cost_basis`. Before it, only an interrupted try was counted at its
+        # worst case; every other cost was the provider's figures (a failed try's, nothing).
+        class_version = 2
 
         key: str
         step: str
@@ -369,13 +376,27 @@ class Job(Aggregate):
         cached_tokens: int
         cache_write_tokens: int
         cost_usd: float
+        cost_basis: str
         latency_ms: float
         reply: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["cost_basis"] = "worst_case" if state["outcome"] == "interrupted" else "reported"
 
         def apply(self, aggregate: Aggregate) -> None:
             job = _job(aggregate)
             job.open_calls.pop(self.key, None)
+            before = job.spent_usd
             job.spent_usd += self.cost_usd
+            if before <= job.budget_usd + BUDGET_TOLERANCE < job.spent_usd:
+                role = STEP_ROLE.get(self.step, self.step)
+                job.overrun = (
+                    f"budget exceeded: the {role}'s call to {self.provider}:{self.model} "
+                    f"(try {self.try_number}) cost ${self.cost_usd:.4f}, taking the job's "
+                    f"spending to ${job.spent_usd:.4f} of its ${job.budget_usd:.2f} budget "
+                    f"(${job.spent_usd - job.budget_usd:.4f} over)"
+                )
             if self.outcome == "ok" and self.reply:
                 job.replies[call_key(job.id, self.step, self.attempt, self.call)] = self.reply
 
@@ -492,6 +513,9 @@ class Job(Aggregate):
         self.finished_reason: str | None = None
         self.routes = routes
         self.spent_usd = 0.0
+        # Why the job's spending went over its budget: the call that took it there (a call
+        # may cost more than its worst case, when the provider counts more than estimated).
+        self.overrun: str | None = None
         # Model calls started and not yet finished, by key.
         self.open_calls: dict[str, OpenCall] = {}
         # Replies of finished calls, by call key: a step redone after a crash reuses them.
@@ -683,6 +707,8 @@ class Job(Aggregate):
         if key in self.open_calls:
             raise DomainError(f"model call {key} is already open")
         if reserved_usd > self.budget_left_usd + 1e-12:
+            if self.overrun is not None:
+                raise OverBudgetError(f"{self.overrun}; no further call is made")
             raise OverBudgetError(
                 f"budget exceeded: the call to {provider}:{model} could cost up to "
                 f"${reserved_usd:.4f} and ${max(self.budget_left_usd, 0):.4f} of the job's "
@@ -715,16 +741,26 @@ class Job(Aggregate):
         cached_tokens: int = 0,
         cache_write_tokens: int = 0,
         cost_usd: float = 0.0,
+        cost_basis: str | None = None,
         latency_ms: float = 0.0,
         reply: str = "",
         causation_id: str,
-    ) -> None:
+    ) -> str | None:
+        """Record what a try came to. When its cost takes the job's spending over the budget,
+        the reason to fail the step with, naming the call and the overrun (None otherwise).
+        `cost_basis` defaults to ``worst_case`` for an interrupted try (counted at what it
+        held), ``reported`` for the others."""
         if key not in self.open_calls:
             raise DomainError(f"model call {key} is not open")
         if outcome not in CALL_OUTCOMES:
             raise DomainError(f"model call outcome {outcome!r} is not one of {CALL_OUTCOMES}")
+        if cost_basis is None:
+            cost_basis = "worst_case" if outcome == "interrupted" else "reported"
+        if cost_basis not in COST_BASES:
+            raise DomainError(f"model call cost basis {cost_basis!r} is not one of {COST_BASES}")
         job_step, attempt, call, try_number = _parse_call_key(key)
         started = self.open_calls[key]
+        before = self.spent_usd
         self.trigger_event(
             self.ModelCallFinished,
             key=key,
@@ -741,11 +777,14 @@ class Job(Aggregate):
             cached_tokens=cached_tokens,
             cache_write_tokens=cache_write_tokens,
             cost_usd=cost_usd,
+            cost_basis=cost_basis,
             latency_ms=latency_ms,
             reply=reply,
             correlation_id=self.correlation_id,
             causation_id=causation_id,
         )
+        crossed = before <= self.budget_usd + BUDGET_TOLERANCE < self.spent_usd
+        return self.overrun if crossed else None
 
     def admit(self, *, by: str, causation_id: str) -> Due:
         """Let a queued job run (the scheduler's decision): its next step becomes due."""
@@ -842,9 +881,19 @@ class Job(Aggregate):
 
 
 AI_PHASES = ("planner", "builder", "tester", "reviewer")
+# The AI phase whose models a step's calls use (as routes name them).
+STEP_ROLE: dict[str, str] = {
+    "plan": "planner",
+    "build": "builder",
+    "write_tests": "tester",
+    "review": "reviewer",
+}
 # The providers a model route may name (``provider:model``).
 MODEL_PROVIDERS = ("anthropic", "openai", "google", "scripted")
 CALL_OUTCOMES = ("ok", "error", "refused", "interrupted")
+COST_BASES = ("reported", "estimated", "worst_case")
+# Spending within this much of the budget is within it (sums of floats).
+BUDGET_TOLERANCE = 1e-9
 
 
 def call_key(job_id: UUID, step: str, attempt: int, call: int) -> str:

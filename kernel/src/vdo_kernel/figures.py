@@ -28,6 +28,17 @@ def usd(value: float | None) -> str:
     return f"${whole}.{decimals}"
 
 
+# How a model call's cost was arrived at, said when it is not the provider's own figures.
+COST_BASIS_LABELS: Final = {"estimated": "estimated", "worst_case": "worst case"}
+
+
+def cost_text(value: float | None, basis: object = "reported") -> str:
+    """A model call's cost, marked when it is not what the provider reported: "$0.0123
+    (estimated)", "$0.24 (worst case)"."""
+    label = COST_BASIS_LABELS.get(basis) if isinstance(basis, str) else None
+    return usd(value) + (f" ({label})" if label else "")
+
+
 def tokens_text(value: object) -> str:
     number = whole_number(value)
     return f"{number:,}" if number is not None else "-"

@@ -31,8 +31,9 @@ TABLES: Final = ("jobs", "steps", "model_calls", "timeline", "users", "tokens", 
 # (the projector does it when it starts: `vdo_projector.projection.prepare`). Version 1 had no
 # schema_version table; version 2 added model_calls and the jobs' cost_usd and routes;
 # version 3 added users and tokens (and left the accounts' events out of the timeline);
-# version 4 added templates; version 5 added the queue (the jobs' priority and queued_position).
-SCHEMA_VERSION: Final = 5
+# version 4 added templates; version 5 added the queue (the jobs' priority and queued_position);
+# version 6 added the model calls' cost_basis.
+SCHEMA_VERSION: Final = 6
 
 _DDL: Final = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -119,6 +120,7 @@ CREATE TABLE IF NOT EXISTS {schema}.model_calls (
     cached_tokens bigint,
     cache_write_tokens bigint,
     cost_usd double precision,
+    cost_basis text,
     latency_ms double precision,
     reply text,
     first_position bigint NOT NULL
@@ -366,6 +368,7 @@ class ModelCallRow:
     cached_tokens: int | None
     cache_write_tokens: int | None
     cost_usd: float | None
+    cost_basis: str | None
     latency_ms: float | None
     reply: str | None
     first_position: int

@@ -2,8 +2,11 @@
 
 Every try of every route is a `ModelCallStarted` (recorded before the request is sent, with its
 worst-case cost held against the budget) and a `ModelCallFinished` (the reply as a blob, or the
-error; tokens; cost). A call whose worst case would exceed what is left of the job's budget, or
-of the deployment's daily cap, is not made. A step redone after a crash or a redelivery reuses
+error; tokens; cost, and how it was counted: a failed try the provider took is billed, see
+`Pricing.failed_try`). A call whose worst case would exceed what is left of the job's budget, or
+of the deployment's daily cap, is not made; a call that cost more than was left (the provider
+counted more than estimated) fails the step at once, naming itself. A step redone after a crash
+or a redelivery reuses
 every reply recorded before it instead of paying again; a try that was started and never
 finished is closed as ``interrupted`` and counted at its worst case, and the call is retried
 under a new try number.
@@ -28,7 +31,7 @@ from vdo_models.interface import (
     Route,
     Usage,
 )
-from vdo_models.pricing import Pricing
+from vdo_models.pricing import Charge, Pricing
 from vdo_models.router import Router, RouterError
 from vdo_models.structured import parse_document
 
@@ -44,7 +47,8 @@ _NO_USAGE = Usage()
 
 
 class BudgetExceededError(StepFailure):
-    """A call was not made: its worst case would exceed what is left."""
+    """A call was not made: its worst case would exceed what is left; or a call made cost
+    more than was left."""
 
 
 # Held while a call's start is checked against the daily cap and recorded, by every process
@@ -183,6 +187,7 @@ class _Tries:
         self.prompt_tokens = owner.pricing.estimate_tokens(request.prompt_text())
         self.key = ""
         self.started = 0.0
+        self.reserved = 0.0
 
     async def text(self, piece: str) -> None:
         self.owner.ctx.emit("model", piece)
@@ -230,6 +235,7 @@ class _Tries:
         except OverBudgetError as refused:
             raise BudgetExceededError(str(refused)) from None
         self.key = keys[-1]
+        self.reserved = reserved
         self.started = time.monotonic()
         ctx.emit("model", f"[{owner.phase}] calling {route} (try {number})\n")
 
@@ -243,26 +249,35 @@ class _Tries:
     ) -> None:
         owner, ctx = self.owner, self.owner.ctx
         latency_ms = (time.monotonic() - self.started) * 1000
-        usage = reply.usage if reply is not None else _NO_USAGE
-        cost = owner.pricing.cost(route, usage)
+        if reply is not None:
+            charge = Charge(owner.pricing.cost(route, reply.usage), reply.usage, "reported")
+        else:
+            assert error is not None
+            # A failed try is billed too once the provider took the request.
+            charge = owner.pricing.failed_try(route, error, self.reserved)
         reply_blob = ctx.blobs.put_text(reply.text) if reply is not None else ""
         outcome = "ok" if error is None else ("refused" if error.kind == "refused" else "error")
+        said = "" if error is None else _describe(error, charge.note)
         key = self.key
+        overrun: list[str] = []
 
         def finish(job: Job) -> None:
-            job.finish_model_call(
+            usage = charge.usage
+            reason = job.finish_model_call(
                 key,
                 outcome=outcome,
-                error="" if error is None else _describe(error),
+                error=said,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cached_tokens=usage.cached_input_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
-                cost_usd=cost,
+                cost_usd=charge.usd,
+                cost_basis=charge.basis,
                 latency_ms=round(latency_ms, 1),
                 reply=reply_blob,
                 causation_id=ctx.cause,
             )
+            overrun[:] = [reason] if reason else []
 
         await ctx.record(finish)
         if error is not None:
@@ -273,13 +288,22 @@ class _Tries:
                 if route != owner.routes[-1]
                 else "no route left"
             )
-            ctx.emit("model", f"\n[{owner.phase}] {route} failed: {_describe(error)}; {then}\n")
+            if overrun:
+                then = "stopping: the job is over its budget"
+            ctx.emit("model", f"\n[{owner.phase}] {route} failed: {said}; {then}\n")
             log.info("model call failed", phase=owner.phase, route=str(route), error=str(error))
+        if overrun:
+            # The call cost more than its worst case (the provider counted more than
+            # estimated): the step stops here, blaming this call, not the next one.
+            ctx.emit("model", f"\n[{owner.phase}] {overrun[0]}\n")
+            raise BudgetExceededError(overrun[0])
 
 
-def _describe(error: ProviderError) -> str:
+def _describe(error: ProviderError, note: str = "") -> str:
+    """The error as recorded with its try, and how its cost was counted (never cut off)."""
     status = f"{error.status} " if error.status else ""
-    return f"{status}{error.kind}: {error}"[:500]
+    said = f"{status}{error.kind}: {error}"[:500]
+    return f"{said}; {note}" if note else said
 
 
 def _store(ctx: StepContext) -> JobStore:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from vdo_kernel.settings import Settings
-from vdo_models.interface import Route, Usage
+from vdo_models.interface import ProviderError, Route, Usage
 
 _MILLION = 1_000_000
 # A cheap stand-in for a tokenizer: English prose and code run at 3.5-4.5 characters a token,
@@ -76,7 +76,24 @@ FREE = _price(0, 0, 0, 0)  # the built-in scripted model
 
 def estimate_tokens(text: str) -> int:
     """Tokens in `text`, estimated high: characters / 3.5, rounded up."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    return tokens_in_chars(len(text))
+
+
+def tokens_in_chars(chars: int) -> int:
+    """Tokens in so many characters of text, estimated high (see `estimate_tokens`)."""
+    return math.ceil(chars / CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a try is counted at: its cost, the tokens it is counted for, and on what basis
+    (``reported``: the provider's own figures; ``estimated``: some of them estimated from the
+    text that arrived; ``worst_case``: nothing reported, so the most it could have cost)."""
+
+    usd: float
+    usage: Usage
+    basis: str
+    note: str = ""  # how a failed try was counted, said with its error
 
 
 class Pricing:
@@ -111,6 +128,52 @@ class Pricing:
             + usage.cached_input_tokens * p.cached_input
             + usage.cache_write_tokens * p.cache_write
         ) / _MILLION
+
+    def failed_try(self, route: Route, error: ProviderError, worst_case_usd: float) -> Charge:
+        """What a try that failed is counted at. An answer with an error status before any
+        reply began (429, 401, a 5xx status), or a provider never reached, is not billed. A
+        failure after the request was taken (a cut or stalled stream, a timeout, an error
+        event mid-reply) is billed by the provider for what it did: it is counted at the usage
+        the provider reported, with at least the output tokens the streamed text holds, and,
+        when nothing was reported, at its worst case."""
+        if not error.accepted and (error.status is not None or error.kind == "unreachable"):
+            said = f"answered {error.status}" if error.status else "was not reached"
+            return Charge(
+                0.0, Usage(), "reported", f"not billed: the provider {said} before any reply"
+            )
+        reported = error.usage
+        if reported is None:
+            return Charge(
+                worst_case_usd,
+                Usage(),
+                "worst_case",
+                f"counted at its worst case ${worst_case_usd:.4f}: the provider reported no "
+                "usage before it failed",
+            )
+        streamed = tokens_in_chars(error.streamed_chars)
+        if streamed > reported.output_tokens:
+            usage = Usage(
+                reported.input_tokens,
+                streamed,
+                reported.cached_input_tokens,
+                reported.cache_write_tokens,
+            )
+            cost = self.cost(route, usage)
+            return Charge(
+                cost,
+                usage,
+                "estimated",
+                f"counted at ${cost:.4f}: {usage.input_tokens} input tokens as the provider "
+                f"reported, {streamed} output tokens estimated from the "
+                f"{error.streamed_chars} characters streamed",
+            )
+        cost = self.cost(route, reported)
+        return Charge(
+            cost,
+            reported,
+            "reported",
+            f"counted at ${cost:.4f}, the usage the provider reported before it failed",
+        )
 
     def worst_case(self, route: Route, prompt_tokens: int, max_output_tokens: int) -> float:
         """The most a call can cost: every prompt token at the dearer of the input and

@@ -300,6 +300,11 @@ class ModelCallPublic(BaseModel):
     cached_tokens: int | None = Field(description="input tokens read from the prompt cache")
     cache_write_tokens: int | None = Field(description="input tokens written to the cache")
     cost_usd: float | None
+    cost_basis: str | None = Field(
+        description="how cost_usd was arrived at: reported (the provider's usage, or nothing "
+        "billed), estimated (output tokens estimated from the text that arrived before a "
+        "failure) or worst_case (nothing known); none while it runs"
+    )
     latency_ms: float | None
     reply: str | None = Field(description="sha256 of the reply's blob; empty when none")
 
@@ -343,6 +348,7 @@ def calls_from_events(events: Iterable[StoredJobEvent]) -> list[ModelCallPublic]
                 "cached_tokens": None,
                 "cache_write_tokens": None,
                 "cost_usd": None,
+                "cost_basis": None,
                 "latency_ms": None,
                 "reply": None,
             }
@@ -364,6 +370,7 @@ def calls_from_events(events: Iterable[StoredJobEvent]) -> list[ModelCallPublic]
                 cached_tokens=int(data.get("cached_tokens", 0)),
                 cache_write_tokens=int(data.get("cache_write_tokens", 0)),
                 cost_usd=float(data.get("cost_usd", 0.0)),
+                cost_basis=str(data.get("cost_basis", "reported")),
                 latency_ms=float(data.get("latency_ms", 0.0)),
                 reply=str(data.get("reply", "")),
             )

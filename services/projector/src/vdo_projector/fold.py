@@ -152,6 +152,7 @@ class CallState:
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
     cost_usd: float | None = None
+    cost_basis: str | None = None
     latency_ms: float | None = None
     reply: str | None = None
 
@@ -176,6 +177,7 @@ class CallState:
             self.cached_tokens,
             self.cache_write_tokens,
             self.cost_usd,
+            self.cost_basis,
             self.latency_ms,
             self.reply,
             self.first_position,
@@ -649,6 +651,7 @@ class Fold:
         record.cached_tokens = call.cached_tokens
         record.cache_write_tokens = call.cache_write_tokens
         record.cost_usd = call.cost_usd
+        record.cost_basis = call.cost_basis
         record.latency_ms = call.latency_ms
         record.reply = call.reply
         if job is not None:

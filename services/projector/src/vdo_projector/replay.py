@@ -81,6 +81,7 @@ _COLUMNS: Final = {
         "cached_tokens",
         "cache_write_tokens",
         "cost_usd",
+        "cost_basis",
         "latency_ms",
         "reply",
         "first_position",

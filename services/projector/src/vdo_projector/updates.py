@@ -261,14 +261,16 @@ def _call_finished(conn: Connection, event: StoredJobEvent) -> None:
     conn.execute(
         "INSERT INTO vdo_read.model_calls (job_id, key, step, attempt, call, try_number, "
         "provider, model, finished_at, outcome, error, input_tokens, output_tokens, "
-        "cached_tokens, cache_write_tokens, cost_usd, latency_ms, reply, first_position) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        "cached_tokens, cache_write_tokens, cost_usd, cost_basis, latency_ms, reply, "
+        "first_position) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
         "ON CONFLICT (key) DO UPDATE SET finished_at = EXCLUDED.finished_at, "
         "outcome = EXCLUDED.outcome, error = EXCLUDED.error, "
         "input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens, "
         "cached_tokens = EXCLUDED.cached_tokens, "
         "cache_write_tokens = EXCLUDED.cache_write_tokens, cost_usd = EXCLUDED.cost_usd, "
-        "latency_ms = EXCLUDED.latency_ms, reply = EXCLUDED.reply",
+        "cost_basis = EXCLUDED.cost_basis, latency_ms = EXCLUDED.latency_ms, "
+        "reply = EXCLUDED.reply",
         (
             event.job_id,
             call.key,
@@ -286,6 +288,7 @@ def _call_finished(conn: Connection, event: StoredJobEvent) -> None:
             call.cached_tokens,
             call.cache_write_tokens,
             call.cost_usd,
+            call.cost_basis,
             call.latency_ms,
             call.reply,
             event.position,
@@ -571,6 +574,7 @@ class FinishedCall(NamedTuple):
     cached_tokens: int
     cache_write_tokens: int
     cost_usd: float
+    cost_basis: str
     latency_ms: float
     reply: str
 
@@ -605,6 +609,7 @@ def finished_call(data: dict[str, Any]) -> FinishedCall:
         cached_tokens=int(data.get("cached_tokens", 0)),
         cache_write_tokens=int(data.get("cache_write_tokens", 0)),
         cost_usd=float(data.get("cost_usd", 0.0)),
+        cost_basis=str(data.get("cost_basis", "reported")),
         latency_ms=float(data.get("latency_ms", 0.0)),
         reply=str(data.get("reply", "")),
     )
