@@ -28,6 +28,13 @@ export type Role = Me["role"];
 /** What `GET /api/admin/providers` answers (admins): which model providers have a key (never the
  * key), and the routes each AI phase takes, as their services reported them. */
 export type ProvidersReport = Schemas["ProvidersPublic"];
+export type ProviderView = Schemas["ProviderPublic"];
+export type PhaseModels = Schemas["PhaseModelsPublic"];
+export type ProviderKeyIn = Schemas["ProviderKeyIn"];
+export type ProviderTest = Schemas["ProviderTestPublic"];
+/** What `GET /api/providers` answers (everyone): the models, budget and attempts a new job gets
+ * unless it chooses its own, and whether only the built-in scripted model is there. */
+export type ModelDefaults = Schemas["ModelDefaultsPublic"];
 
 export const PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"] as const;
 export type Phase = (typeof PHASES)[number];

@@ -1,6 +1,6 @@
 // The new-job form's rules, the gateway's own (it refuses the same things with a 422), checked
 // before sending so each field says what is wrong.
-import type { AiPhase, JobCreate } from "../api/types";
+import type { AiPhase, JobCreate, ModelDefaults, Template } from "../api/types";
 import { AI_PHASES } from "../api/types";
 
 export const TITLE_MAX = 200;
@@ -91,4 +91,34 @@ export function toRequest(form: NewJobForm): JobCreate {
   }
   if (Object.keys(routes).length) body.routes = routes;
   return body;
+}
+
+/** What a job submitted as the form stands would run into for want of a model: nothing, no
+ * provider configured at all (so only the built-in scripted model, which does the demo jobs
+ * only), or phases whose models' providers have no key. */
+export type ModelWarning = { kind: "no-model" } | { kind: "no-key"; phases: AiPhase[] };
+
+const provider = (route: string) => {
+  const name = route.split(":")[0]!.trim().toLowerCase();
+  return name === "gemini" ? "google" : name;
+};
+const chain = (text: string) => text.split(",").map((r) => r.trim()).filter(Boolean);
+
+export function modelWarning(form: NewJobForm, template: Template | undefined, defaults: ModelDefaults | null | undefined): ModelWarning | null {
+  // Until the AI services have said what they have, nothing is known.
+  if (!defaults?.reported_at) return null;
+  const chosen = AI_PHASES.map((phase) => [phase, chain(form.routes[phase]).map(provider)] as const);
+  if (defaults.scripted) {
+    // A demo template runs on the scripted model unless a phase is given another model.
+    const demo = template?.scripted === true;
+    const picked = chosen.some(([, providers]) => providers.some((p) => p !== "scripted"));
+    return demo && !picked ? null : { kind: "no-model" };
+  }
+  const usable = new Set([...defaults.providers, "scripted"]);
+  const phases = chosen
+    .filter(([phase, providers]) =>
+      providers.length ? !providers.some((p) => usable.has(p)) : Boolean(defaults.phases.find((d) => d.phase === phase)?.problem),
+    )
+    .map(([phase]) => phase);
+  return phases.length ? { kind: "no-key", phases } : null;
 }

@@ -6,9 +6,12 @@ import type { ArtifactTree, AttemptsDiff, JobDetail, JobEvent, LogLine, ModelCal
 import { CodeView } from "../components/CodeView";
 import { FileDiffView } from "../components/DiffView";
 import { LogView, type ViewLine } from "../components/LogView";
+import { RefusalBanner } from "../components/RefusalBanner";
 import { StatusBadge } from "../components/StatusBadge";
 import { Timeline } from "../components/Timeline";
+import { useAuth } from "../auth";
 import { bytes, duration, tokens, usd, when } from "../lib/format";
+import { refusalOf } from "../lib/providers";
 import { STEP_PHASE, course, type StepRun } from "../lib/timeline";
 import { useNow } from "../lib/useNow";
 import type { LiveLogLine } from "../live/connection";
@@ -126,8 +129,10 @@ export function JobDetailPage() {
     return () => clearTimeout(timer);
   }, [detail, lastVersion, loadDetail]);
 
+  const { me } = useAuth();
   const job = useMemo(() => course(events, now), [events, now]);
   const status = job.status ?? detail?.status ?? null;
+  const refusal = refusalOf(status, job.reason ?? detail?.finished_reason);
   if (notFound) return <p role="alert" className="card p-4 text-sm">{notFound} <Link className="text-indigo-800 underline" to="/jobs">Back to the jobs</Link></p>;
 
   const setTab = (next: Tab) => setParams(next === "overview" ? {} : { tab: next }, { replace: true });
@@ -157,6 +162,7 @@ export function JobDetailPage() {
           {status === "cancelled" ? "Cancelled" : "Ended"}: {job.reason}
         </p>
       )}
+      {refusal && <RefusalBanner refusal={refusal} admin={me?.role === "admin"} />}
       <section className="card p-4" aria-label="Timeline">
         <Timeline phases={job.phases} attempt={job.attempt} />
         {!caughtUp && <p className="mt-2 text-xs text-slate-600">Loading the history…</p>}

@@ -1,10 +1,14 @@
-import { ChevronDown, ChevronRight, Send } from "lucide-react";
-import { useEffect, useState, type FormEvent, type ReactNode } from "react";
-import { useNavigate } from "react-router-dom";
+import { AlertTriangle, ChevronDown, ChevronRight, Info, Send } from "lucide-react";
+import { useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
+import { Link, useNavigate } from "react-router-dom";
 import { api, errorText, must } from "../api/client";
-import type { Template } from "../api/types";
+import type { AiPhase, ModelDefaults, Template } from "../api/types";
 import { AI_PHASES } from "../api/types";
-import { EMPTY_FORM, TITLE_MAX, toRequest, validate, type FormErrors, type NewJobForm } from "../lib/newJob";
+import { useAuth } from "../auth";
+import { usd } from "../lib/format";
+import { EMPTY_FORM, TITLE_MAX, modelWarning, toRequest, validate, type FormErrors, type ModelWarning, type NewJobForm } from "../lib/newJob";
+import { routeReason } from "../lib/providers";
+import { useModelDefaults } from "../lib/useModelDefaults";
 
 function Field({ id, label, error, help, children }: { id: string; label: string; error?: string; help?: string; children: ReactNode }) {
   return (
@@ -29,20 +33,80 @@ function Field({ id, label, error, help, children }: { id: string; label: string
 
 const describedBy = (id: string, errors: FormErrors, key: keyof FormErrors) => (errors[key] ? `${id}-error` : `${id}-help`);
 
+/** What an empty model field means: the phase's default models, and why. */
+function routeHelp(phase: AiPhase, defaults: ModelDefaults | null | undefined): { placeholder: string; help: string } {
+  const syntax = "provider:model, then fallbacks, comma separated";
+  const given = defaults?.reported_at ? defaults.phases.find((p) => p.phase === phase) : undefined;
+  if (!given) return { placeholder: "default", help: `${syntax}; empty: the default` };
+  if (defaults?.scripted) return { placeholder: "built-in scripted model", help: `${syntax}; empty: the built-in scripted model (no provider is configured)` };
+  if (given.problem) return { placeholder: "no usable default", help: `${syntax}; empty: none can be used (${given.problem})` };
+  const routes = given.routes.join(", ");
+  const reason = routeReason(given.source, given.why);
+  return { placeholder: routes, help: `${syntax}; empty: ${routes}${reason ? ` (${reason})` : ""}` };
+}
+
+const phasesModels = (phases: AiPhase[]) =>
+  phases.length === 1 ? `the ${phases[0]}'s model` : `the models of the ${phases.slice(0, -1).join(", ")} and ${phases.at(-1)}`;
+
+/** The warning before submitting a job that would be refused for want of a model. */
+function ModelWarningNote({ warning, admin }: { warning: ModelWarning; admin: boolean }) {
+  const fix = admin ? (
+    <>
+      Add a provider&apos;s key in{" "}
+      <Link to="/settings#model-providers" className="font-medium text-indigo-800 underline">
+        Settings → Model providers
+      </Link>{" "}
+      (it takes effect at once; one provider&apos;s key is enough).
+    </>
+  ) : (
+    <>Ask an admin to add a model provider&apos;s key in Settings (one is enough).</>
+  );
+  return (
+    <div id="model-warning" className="flex gap-2 rounded-md border border-amber-300 bg-amber-50 px-3 py-2 text-sm text-amber-950">
+      <AlertTriangle aria-hidden="true" className="mt-0.5 h-4 w-4 shrink-0" />
+      <p>
+        {warning.kind === "no-model" ? (
+          <>
+            <strong>No AI model is configured:</strong> this job will be refused. The built-in scripted model only does the demo jobs.{" "}
+          </>
+        ) : (
+          <>
+            <strong>No key for {phasesModels(warning.phases)}:</strong> this job will fail there.{" "}
+          </>
+        )}
+        {fix}
+      </p>
+    </div>
+  );
+}
+
 /** The form, apart from where the templates come from and what happens on submit. */
 export function NewJobFormView({
   templates,
   onSubmit,
+  defaults = null,
+  admin = false,
 }: {
   templates: Template[];
   onSubmit(form: NewJobForm): Promise<string | null>;
+  /** What a new job gets unless it chooses otherwise (`GET /api/providers`); null: not known. */
+  defaults?: ModelDefaults | null;
+  /** Whether the user may add a key in Settings. */
+  admin?: boolean;
 }) {
   const [form, setForm] = useState<NewJobForm>(EMPTY_FORM);
   const [errors, setErrors] = useState<FormErrors>({});
   const [advanced, setAdvanced] = useState(false);
   const [failure, setFailure] = useState("");
   const [busy, setBusy] = useState(false);
+  const [confirming, setConfirming] = useState(false);
+  const anyway = useRef<HTMLButtonElement>(null);
   const set = (patch: Partial<NewJobForm>) => setForm((f) => ({ ...f, ...patch }));
+  const chosen = templates.find((t) => t.name === form.template);
+  const warning = modelWarning(form, chosen, defaults);
+  useEffect(() => {
+    if (confirming) anyway.current?.focus();
+  }, [confirming]);
 
   function pick(name: string) {
     const template = templates.find((t) => t.name === name);
@@ -76,13 +140,22 @@ export function NewJobFormView({
       if (AI_PHASES.some((p) => found[p]) || found.budget || found.maxAttempts || found.priority) setAdvanced(true);
       return;
     }
+    // A job that would be refused is sent only once the user says so.
+    if (warning) {
+      setConfirming(true);
+      return;
+    }
+    await send();
+  }
+
+  async function send() {
+    setConfirming(false);
     setBusy(true);
     const problem = await onSubmit(form);
     setBusy(false);
     if (problem) setFailure(problem);
   }
 
-  const chosen = templates.find((t) => t.name === form.template);
   const count = Object.keys(errors).length;
   return (
     <form onSubmit={submit} noValidate className="card space-y-4 p-4 sm:p-6" aria-label="New job">
@@ -101,6 +174,15 @@ export function NewJobFormView({
           ))}
         </select>
       </Field>
+      {chosen?.scripted && (
+        <p id="demo-note" className="flex gap-2 rounded-md bg-emerald-50 px-3 py-2 text-sm text-emerald-950">
+          <Info aria-hidden="true" className="mt-0.5 h-4 w-4 shrink-0" />
+          <span>
+            A demo: it runs on the built-in scripted model, for free, even when a provider&apos;s key is configured, unless a model is picked
+            for a phase under Advanced.
+          </span>
+        </p>
+      )}
       <Field id="title" label="Title" error={errors.title} help={`A short name, up to ${TITLE_MAX} characters.`}>
         <input
           id="title"
@@ -136,11 +218,11 @@ export function NewJobFormView({
         {advanced && (
           <div id="advanced" className="grid gap-4 border-t border-slate-200 p-3 sm:grid-cols-2">
             {AI_PHASES.map((phase) => (
-              <Field key={phase} id={`route-${phase}`} label={`Model for the ${phase}`} error={errors[phase]} help="provider:model, then fallbacks, comma separated; empty: the default">
+              <Field key={phase} id={`route-${phase}`} label={`Model for the ${phase}`} error={errors[phase]} help={routeHelp(phase, defaults).help}>
                 <input
                   id={`route-${phase}`}
                   className="input font-mono"
-                  placeholder="default"
+                  placeholder={routeHelp(phase, defaults).placeholder}
                   value={form.routes[phase]}
                   onChange={(e) => set({ routes: { ...form.routes, [phase]: e.target.value } })}
                   aria-invalid={Boolean(errors[phase])}
@@ -148,11 +230,11 @@ export function NewJobFormView({
                 />
               </Field>
             ))}
-            <Field id="budget" label="Budget (USD)" error={errors.budget} help="A hard cap on what its model calls may cost; empty: the default">
-              <input id="budget" inputMode="decimal" className="input" value={form.budget} onChange={(e) => set({ budget: e.target.value })} aria-invalid={Boolean(errors.budget)} aria-describedby={describedBy("budget", errors, "budget")} />
+            <Field id="budget" label="Budget (USD)" error={errors.budget} help={`A hard cap on what its model calls may cost; empty: ${defaults ? usd(defaults.budget_usd) : "the default"}`}>
+              <input id="budget" inputMode="decimal" className="input" placeholder={defaults ? String(defaults.budget_usd) : undefined} value={form.budget} onChange={(e) => set({ budget: e.target.value })} aria-invalid={Boolean(errors.budget)} aria-describedby={describedBy("budget", errors, "budget")} />
             </Field>
-            <Field id="max-attempts" label="Max attempts" error={errors.maxAttempts} help="Build, test and review rounds at most (1 to 10)">
-              <input id="max-attempts" inputMode="numeric" className="input" value={form.maxAttempts} onChange={(e) => set({ maxAttempts: e.target.value })} aria-invalid={Boolean(errors.maxAttempts)} aria-describedby={describedBy("max-attempts", errors, "maxAttempts")} />
+            <Field id="max-attempts" label="Max attempts" error={errors.maxAttempts} help={`Build, test and review rounds at most (1 to 10); empty: ${defaults ? defaults.max_attempts : "the default"}`}>
+              <input id="max-attempts" inputMode="numeric" className="input" placeholder={defaults ? String(defaults.max_attempts) : undefined} value={form.maxAttempts} onChange={(e) => set({ maxAttempts: e.target.value })} aria-invalid={Boolean(errors.maxAttempts)} aria-describedby={describedBy("max-attempts", errors, "maxAttempts")} />
             </Field>
             <Field id="priority" label="Priority" error={errors.priority} help="0 to 9, higher runs first (default 5)">
               <input id="priority" inputMode="numeric" className="input" value={form.priority} onChange={(e) => set({ priority: e.target.value })} aria-invalid={Boolean(errors.priority)} aria-describedby={describedBy("priority", errors, "priority")} />
@@ -165,15 +247,30 @@ export function NewJobFormView({
           {failure}
         </p>
       )}
-      <button type="submit" className="btn-primary" disabled={busy}>
-        <Send aria-hidden="true" className="h-4 w-4" /> {busy ? "Submitting…" : "Submit job"}
-      </button>
+      {warning && <ModelWarningNote warning={warning} admin={admin} />}
+      {warning && confirming ? (
+        <div role="group" aria-label="Confirm submitting" className="flex flex-wrap items-center gap-2 text-sm">
+          <span>Submit it anyway?</span>
+          <button ref={anyway} type="button" className="btn-primary" disabled={busy} onClick={() => void send()}>
+            <Send aria-hidden="true" className="h-4 w-4" /> Submit anyway
+          </button>
+          <button type="button" className="btn-secondary" onClick={() => setConfirming(false)}>
+            Not now
+          </button>
+        </div>
+      ) : (
+        <button type="submit" className="btn-primary" disabled={busy} aria-describedby={warning ? "model-warning" : undefined}>
+          <Send aria-hidden="true" className="h-4 w-4" /> {busy ? "Submitting…" : "Submit job"}
+        </button>
+      )}
     </form>
   );
 }
 
 export function NewJobPage() {
   const navigate = useNavigate();
+  const { me } = useAuth();
+  const defaults = useModelDefaults();
   const [templates, setTemplates] = useState<Template[]>([]);
   const [error, setError] = useState("");
   useEffect(() => {
@@ -194,7 +291,7 @@ export function NewJobPage() {
     <div className="mx-auto max-w-3xl space-y-4">
       <h1 className="text-2xl font-semibold">New job</h1>
       {error && <p role="alert" className="text-sm text-red-800">{error}</p>}
-      <NewJobFormView templates={templates} onSubmit={submit} />
+      <NewJobFormView templates={templates} onSubmit={submit} defaults={defaults} admin={me?.role === "admin"} />
     </div>
   );
 }

@@ -1,82 +1,19 @@
 import { Download, KeyRound, Plus, Trash2 } from "lucide-react";
 import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { useLocation } from "react-router-dom";
 import { api, download, errorText, must } from "../api/client";
-import type { ProvidersReport, Template, Token, TokenCreated, User } from "../api/types";
+import type { Template, Token, TokenCreated, User } from "../api/types";
+import { ModelProviders } from "../components/ModelProviders";
 import { when } from "../lib/format";
 
-function Section({ title, children }: { title: string; children: React.ReactNode }) {
+function Section({ id, title, children }: { id?: string; title: string; children: React.ReactNode }) {
   return (
-    <section className="card">
-      <h2 className="card-title">{title}</h2>
+    <section id={id} tabIndex={id ? -1 : undefined} aria-labelledby={id ? `${id}-title` : undefined} className="card scroll-mt-4 focus:outline-none">
+      <h2 id={id ? `${id}-title` : undefined} className="card-title">
+        {title}
+      </h2>
       <div className="p-4">{children}</div>
     </section>
-  );
-}
-
-function Providers() {
-  const [report, setReport] = useState<ProvidersReport | null | "absent">(null);
-  useEffect(() => {
-    // Asked again every few seconds until every AI service has reported (they report when they
-    // start, which may be after this page is opened).
-    let stopped = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const ask = () => {
-      api.GET("/api/admin/providers").then(
-        ({ data }) => {
-          if (stopped) return;
-          setReport(data ?? "absent");
-          if (!data || data.phases.some((phase) => !phase.reported_at)) timer = setTimeout(ask, 3000);
-        },
-        () => {
-          if (stopped) return;
-          setReport("absent");
-          timer = setTimeout(ask, 3000);
-        },
-      );
-    };
-    ask();
-    return () => {
-      stopped = true;
-      clearTimeout(timer);
-    };
-  }, []);
-  if (report === null) return <p className="text-sm text-slate-600">Loading…</p>;
-  if (report === "absent" || !report.reported_at)
-    return <p className="text-sm text-slate-700">Not reported yet: the AI services say which providers they have once they run.</p>;
-  return (
-    <div className="space-y-3 text-sm">
-      <ul className="flex flex-wrap gap-2">
-        {report.providers.map((p) => (
-          <li key={p.name} className={`rounded-md border px-3 py-1.5 ${p.configured ? "border-emerald-300 bg-emerald-50 text-emerald-900" : "border-slate-300 text-slate-700"}`}>
-            <span className="font-medium">{p.name}</span>: {p.configured ? `configured${p.key_source ? ` (${p.key_source})` : ""}` : "no key"}
-            {p.base_url && <span className="block text-xs">at {p.base_url}</span>}
-          </li>
-        ))}
-      </ul>
-      <table className="w-full text-sm">
-        <thead className="text-left text-xs uppercase text-slate-600">
-          <tr>
-            <th scope="col" className="py-1">Phase</th>
-            <th scope="col" className="py-1">Models, in order</th>
-          </tr>
-        </thead>
-        <tbody>
-          {report.phases.map((p) => (
-            <tr key={p.phase} className="border-t border-slate-100">
-              <td className="py-1 capitalize">{p.phase}</td>
-              <td className="py-1 font-mono text-xs">
-                {p.scripted ? "built-in scripted model" : (p.routes ?? []).join(" → ")}
-                {p.problem && <span className="block text-red-800">{p.problem}</span>}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-      <p className="text-xs text-slate-600">
-        {report.scripted ? "No provider is configured: every phase runs on the built-in scripted model. " : ""}Reported{" "}
-        {when(report.reported_at)}. Keys are never shown.
-      </p>
-    </div>
   );
 }
 
@@ -211,11 +148,18 @@ function Templates() {
 export default function SettingsPage() {
   const [message, setMessage] = useState("");
   const [busy, setBusy] = useState(false);
+  const { hash } = useLocation();
+  // A link to a section (#model-providers, from a refused job) brings it into view and focus.
+  useEffect(() => {
+    const section = hash ? document.getElementById(hash.slice(1)) : null;
+    section?.scrollIntoView?.();
+    section?.focus({ preventScroll: true });
+  }, [hash]);
   return (
     <div className="space-y-4">
       <h1 className="text-2xl font-semibold">Settings</h1>
-      <Section title="Model providers">
-        <Providers />
+      <Section id="model-providers" title="Model providers">
+        <ModelProviders />
       </Section>
       <Section title="Users and tokens">
         <Accounts />
