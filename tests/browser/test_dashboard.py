@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, ViewportSize, expect
-from tests.browser.conftest import ROOT
+from playwright.sync_api import Page, expect
+from tests.browser.conftest import shoot, sign_in
 from tests.harness import WORD_COUNT, RunningStack
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"]
 # Records every phase state the timeline shows, as it changes (without a reload, the record
 # stays: a reload would empty it).
@@ -38,25 +35,6 @@ WATCH_TIMELINE = """() => {
   new MutationObserver(note).observe(document.body, {subtree: true, childList: true,
     attributes: true, attributeFilter: ['data-state']});
 }"""
-
-
-def shoot(page: Page, name: str) -> None:
-    """The page as it is, at desktop and at phone width."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.wait_for_timeout(250)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
-    page.set_viewport_size(DESKTOP)
-
-
-def sign_in(page: Page, stack: RunningStack, *, screenshot: bool = False) -> None:
-    page.goto(f"{stack.gateway_url}/")
-    expect(page.get_by_role("heading", name="Sign in to VDO")).to_be_visible()
-    page.get_by_label("API token").fill(stack.token)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
-    expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
 
 
 def test_a_wrong_token_is_refused(dashboard_stack: RunningStack, page: Page) -> None:
