@@ -16,7 +16,7 @@ from tests.fakeprovider import Bill, FakeProvider, Fault, Reply
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.domain import Job, Step
 from vdo_kernel.settings import Settings
-from vdo_kernel.steps import StepContext
+from vdo_kernel.steps import StepContext, StepFailure
 from vdo_kernel.store import JobStore
 from vdo_models.calls import DAILY_CAP_LOCK, BudgetExceededError, StepCalls
 from vdo_models.interface import Message, ModelRequest, Route, Usage
@@ -392,3 +392,67 @@ async def test_a_call_that_costs_far_more_than_its_worst_case_fails_the_step_the
     [call] = finished_calls(store, job)
     assert (call["outcome"], call["cost_usd"]) == ("ok", 75.0)  # recorded as it was
     assert len(fake.requests("anthropic")) == 1
+
+
+class Lines:
+    """A live log that keeps what the step wrote."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def emit(self, job_id: object, *, step: str, attempt: int, stream: str, text: str) -> None:
+        self.text += text
+
+
+async def test_a_reply_cut_at_the_output_limit_is_not_parsed_but_asked_again_shorter(
+    provider: str,
+    store: JobStore,
+    fake: FakeProvider,
+    models: Models,
+    blobs: BlobStore,
+    settings: Settings,
+) -> None:
+    # The cut reply holds a whole object that matches the schema: it is not taken for the answer.
+    fake.push(
+        provider,
+        Reply(text='{"answer": 7} and then {"answer": 4', truncated=True),
+        Reply(text='{"answer": 42}'),
+    )
+    calls = step_calls(store, planning_job(store), models, blobs, settings, ROUTES[provider])
+    live = Lines()
+    calls.ctx.live = live  # type: ignore[assignment]
+
+    assert await calls.ask(request(), SCHEMA) == {"answer": 42}
+
+    repair = json.dumps(fake.requests(provider)[-1].body)
+    assert "it hit the output limit of 1000 tokens and was cut off before its end" in repair
+    assert "no prose outside the JSON, shorter comments and docstrings" in repair
+    assert "only the files that are needed" in repair
+    assert "could not be used: the reply is not valid JSON" not in repair
+    assert (
+        "reply rejected: the reply hit the output limit of 1000 tokens; asking once more for a "
+        "complete, shorter answer"
+    ) in live.text
+
+
+async def test_a_repaired_reply_cut_at_the_output_limit_again_fails_the_step_saying_so(
+    provider: str,
+    store: JobStore,
+    fake: FakeProvider,
+    models: Models,
+    blobs: BlobStore,
+    settings: Settings,
+) -> None:
+    fake.push(
+        provider,
+        Reply(text='{"answer": 4', truncated=True),
+        Reply(text='{"answer": 4', truncated=True),
+    )
+    calls = step_calls(store, planning_job(store), models, blobs, settings, ROUTES[provider])
+    with pytest.raises(StepFailure) as caught:
+        await calls.ask(request(), SCHEMA)
+    assert str(caught.value) == (
+        "the planner model's reply hit the output limit of 1000 tokens again, after it was "
+        "asked for a shorter one"
+    )
+    assert len(fake.requests(provider)) == 2

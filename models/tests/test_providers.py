@@ -417,3 +417,20 @@ async def test_make_clients_builds_one_per_configured_provider(
 def test_unknown_providers_have_no_adapter() -> None:
     with pytest.raises(ProviderError, match="no SDK adapter"):
         make_client("scripted", {})
+
+
+STOP_AT_THE_LIMIT = {"anthropic": "max_tokens", "openai": "length", "google": "MAX_TOKENS"}
+
+
+async def test_a_reply_cut_at_the_output_limit_is_marked_truncated(
+    provider: str, client: ModelClient, fake: FakeProvider
+) -> None:
+    fake.push(provider, Reply(text='{"plan": "cut sh', truncated=True), Reply(text="{}"))
+    cut = await client.complete(MODEL[provider], request())
+    whole = await client.complete(MODEL[provider], request())
+    assert (cut.truncated, cut.stop_reason, cut.text) == (
+        True,
+        STOP_AT_THE_LIMIT[provider],
+        '{"plan": "cut sh',
+    )
+    assert not whole.truncated

@@ -41,6 +41,16 @@ REPAIR = (
     "Your reply could not be used: {error}\n"
     "Reply again with only the corrected JSON document, matching the schema exactly."
 )
+# A reply cut off at the output limit is not worth parsing (whatever object is dug out of it is
+# not the answer), and asking for a correction would be cut off the same way.
+TRUNCATED = "the reply hit the output limit of {limit} tokens"
+SHORTER = (
+    "Your reply could not be used: it hit the output limit of {limit} tokens and was cut off "
+    "before its end.\n"
+    "Reply again with one complete JSON document, matching the schema exactly, that fits well "
+    "within that limit: no prose outside the JSON, shorter comments and docstrings, and only "
+    "the files that are needed."
+)
 
 
 _NO_USAGE = Usage()
@@ -107,30 +117,44 @@ class StepCalls:
 
     async def ask(self, request: ModelRequest, schema: JSONSchema) -> dict[str, Any]:
         """One JSON document matching `schema`: a call, and if its reply does not parse or
-        validate, one repair call with the reason; then the step fails with that reason."""
+        validate, or was cut off at the output limit, one repair call with the reason; then
+        the step fails with that reason."""
+        limit = request.max_output_tokens
         reply = await self.call(request)
-        document, error = parse_document(reply.text, schema)
-        if document is not None:
-            return document
-        self.ctx.emit("model", f"\n[{self.phase}] reply rejected: {error}; asking once more\n")
+        error: str | None
+        if reply.truncated:
+            error = TRUNCATED.format(limit=limit)
+            ask = SHORTER.format(limit=limit)
+            then = "asking once more for a complete, shorter answer"
+        else:
+            document, problem = parse_document(reply.text, schema)
+            if document is not None:
+                return document
+            error, ask, then = problem, REPAIR.format(error=problem), "asking once more"
+        self.ctx.emit("model", f"\n[{self.phase}] reply rejected: {error}; {then}\n")
         repair = ModelRequest(
             phase=request.phase,
             system=request.system,
             messages=(
                 *request.messages,
                 Message("assistant", reply.text[:200_000]),
-                Message("user", REPAIR.format(error=error)),
+                Message("user", ask),
             ),
-            max_output_tokens=request.max_output_tokens,
+            max_output_tokens=limit,
             json_schema=request.json_schema,
             temperature=request.temperature,
             task=request.task,
             attempt=request.attempt,
         )
         reply = await self.call(repair)
-        document, error = parse_document(reply.text, schema)
+        if reply.truncated:
+            raise StepFailure(
+                f"the {self.phase} model's reply hit the output limit of {limit} tokens again, "
+                "after it was asked for a shorter one"
+            )
+        document, problem = parse_document(reply.text, schema)
         if document is None:
-            raise StepFailure(f"the {self.phase} model's reply was still not valid: {error}")
+            raise StepFailure(f"the {self.phase} model's reply was still not valid: {problem}")
         return document
 
     async def call(self, request: ModelRequest) -> ModelReply:
