@@ -86,8 +86,10 @@ def test_a_rejected_key_shows_as_unreachable_with_the_reason_but_not_the_key(
     assert KEY not in output
     others = [p for p in found["providers"] if p["provider"] != "openai"]
     assert all(p["configured"] is False and p["reachable"] is None for p in others)
-    # The planner's default route is Anthropic, which has no key: the phase says so.
-    assert "ANTHROPIC_API_KEY" in found["phases"]["planner"]
+    # The planner's default route is Anthropic, which has no key: the phase takes OpenAI's
+    # model for planning, and says why.
+    assert found["phases"]["planner"] == "openai:gpt-4.1"
+    assert "ANTHROPIC_API_KEY" in found["phases_why"]["planner"]
 
 
 def test_with_no_provider_every_phase_is_on_the_scripted_model(tmp_path: Path) -> None:

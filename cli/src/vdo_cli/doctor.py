@@ -73,16 +73,22 @@ async def check_providers(
     return list(await asyncio.gather(*(one(p, v) for p, v in KEY_VARIABLES.items())))
 
 
-def phase_routes_table(settings: Settings, configured: set[str]) -> dict[str, str]:
+def phase_routes_table(
+    settings: Settings, configured: set[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Each phase's routes (main → fallbacks), and why."""
     rows: dict[str, str] = {}
+    why: dict[str, str] = {}
     for phase in PHASES:
         try:
             routing = resolve_routes(phase, {}, settings, configured)
         except StepFailure as error:
             rows[phase] = f"unusable: {error}"
+            why[phase] = ""
             continue
-        rows[phase] = f"{' → '.join(str(r) for r in routing.routes)} ({routing.why})"
-    return rows
+        rows[phase] = " → ".join(str(r) for r in routing.routes)
+        why[phase] = routing.why
+    return rows, why
 
 
 def stored_keys(settings: Settings) -> tuple[dict[str, str], str]:
@@ -115,10 +121,12 @@ def report(settings: Settings, environ: Mapping[str, str] | None = None) -> dict
     providers = asyncio.run(check_providers(env, stored=stored))
     configured = {p.provider for p in providers if p.configured}
     sandbox_ok, sandbox = sandbox_status(settings)
+    routes, why = phase_routes_table(settings, configured)
     return {
         "providers": [asdict(p) for p in providers],
         "scripted_model": not configured,
-        "phases": phase_routes_table(settings, configured),
+        "phases": routes,
+        "phases_why": why,
         "sandbox": {"ok": sandbox_ok, "detail": sandbox},
         "stored_keys": stored_note,
         "ok": sandbox_ok and all(p.reachable is not False for p in providers),
@@ -144,8 +152,9 @@ def print_doctor(console: Console, report: dict[str, Any]) -> None:
     phases = Table(title="Models per phase (main → fallbacks, and why)", title_justify="left")
     phases.add_column("phase")
     phases.add_column("routes")
+    phases.add_column("why")
     for phase, routes in report["phases"].items():
-        phases.add_row(phase, routes)
+        phases.add_row(phase, routes, report["phases_why"].get(phase, ""))
     console.print(phases)
     sandbox = report["sandbox"]
     mark = "[green]ok[/]" if sandbox["ok"] else "[red]unavailable[/]"

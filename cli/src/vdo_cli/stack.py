@@ -261,10 +261,11 @@ class Stack:
                 if name in PROVIDER_KEYS or name.endswith("_API_KEY"):
                     del env[name]
         # Every setting the stack was given reaches every service, however it was given
-        # (environment, .env, or in code), so they all run with the same configuration. Only
-        # those given: a setting left to its default stays so, which the AI phases tell from
-        # one someone chose (a default model whose provider has no key gives way to another).
-        given = self.settings.model_dump(mode="json", exclude={"admin_token"}, exclude_unset=True)
+        # (environment, .env, or in code), so they all run with the same configuration. A
+        # phase's model left to its default stays a default, which the AI phases tell from one
+        # someone chose (a default whose provider has no key gives way to a configured one).
+        defaulted = {f"{p}_model" for p in AI_SERVICES} - self.settings.model_fields_set
+        given = self.settings.model_dump(mode="json", exclude={"admin_token", *defaulted})
         for name, value in given.items():
             if value is not None:
                 env[f"VDO_{name.upper()}"] = str(value)

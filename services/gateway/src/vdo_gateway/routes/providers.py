@@ -182,7 +182,24 @@ async def put_provider(
     log.info("provider settings changed", provider=provider, by=principal.name)
     await _announce(resources)
     stored = await asyncio.to_thread(_stored, resources, f"{PROVIDER_PREFIX}{provider}/")
-    return _stored_view(provider, stored)
+    view = _stored_view(provider, stored)
+    # Whether the environment's key wins, as the AI services said (they alone see it).
+    try:
+        reports = await _reports(resources)
+    except HTTPException:
+        reports = {}
+    environment = next(
+        (
+            entry.key_source
+            for phase in providers_view(reports, stored).phases
+            for entry in phase.providers
+            if entry.name == provider and entry.key_source not in (None, "settings")
+        ),
+        None,
+    )
+    if environment is not None:
+        view = view.model_copy(update={"key_source": environment, "environment_wins": True})
+    return view
 
 
 @admin.delete(
@@ -190,8 +207,7 @@ async def put_provider(
     status_code=204,
     responses={404: {"model": ErrorPublic, "description": "no such provider"}},
     description="Remove the key and base URL entered in Settings for a provider (nothing to "
-    "remove is no error). A key set in the environment is not touched (remove it there)."
-    + ADMIN,
+    "remove is no error). A key set in the environment is not touched (remove it there)." + ADMIN,
 )
 async def delete_provider(
     provider: ProviderName, resources: ResourcesDep, principal: AdminDep
