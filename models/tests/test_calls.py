@@ -456,3 +456,45 @@ async def test_a_repaired_reply_cut_at_the_output_limit_again_fails_the_step_say
         "asked for a shorter one"
     )
     assert len(fake.requests(provider)) == 2
+
+
+async def test_the_budget_holds_when_every_try_fails_after_a_long_stream(
+    store: JobStore, fake: FakeProvider, env: dict[str, str], blobs: BlobStore, tmp_path: Path
+) -> None:
+    """Every try of every route streams for a while, then stalls or is cut, and is retried or
+    falls back: each failed try is counted (none at $0), and what the job is recorded to have
+    spent stays within its budget and one call's worst case."""
+    settings = Settings(
+        home=tmp_path, model_backoff_seconds=0.0, model_idle_timeout_seconds=0.3, model_retries=3
+    )
+    models = Models(settings, environ=env)
+    text = '{"answer": "' + "a long reply that never ends " * 60
+    stall = Reply(text=text, deltas=20, delta_delay=0.02, pause=5.0, pause_after=15)
+    cut = Fault.stream_cut(text=text, after_deltas=15, delta_delay=0.02)
+    answers = iter([stall, cut] * 10)
+    fake.set_responder(lambda provider, model, body: next(answers))
+    budget = 0.04
+    job = planning_job(store, budget=budget)
+    calls = step_calls(store, job, models, blobs, settings)
+    calls.routes = list(ROUTES.values())
+    try:
+        with pytest.raises(BudgetExceededError, match="budget exceeded: the call to"):
+            await calls.ask(request(), SCHEMA)
+    finally:
+        await models.close()
+
+    events = store.job_events(job.id)
+    reserved = [float(e.data["reserved_usd"]) for e in events if e.type == "ModelCallStarted"]
+    tries = finished_calls(store, job)
+    costs = [float(str(c["cost_usd"])) for c in tries]
+    spent = sum(costs)
+    print(
+        f"\n{len(tries)} failed tries, recorded at {[round(c, 5) for c in costs]} USD: "
+        f"${spent:.5f} of a ${budget:.2f} budget (one call's worst case: ${max(reserved):.5f})"
+    )
+    assert len(tries) >= 3
+    assert {c["outcome"] for c in tries} == {"error"}
+    assert all(cost > 0 for cost in costs)
+    assert {c["cost_basis"] for c in tries} == {"estimated", "worst_case"}
+    assert spent <= budget + max(reserved)
+    assert store.get(job.id).spent_usd == pytest.approx(spent)
