@@ -7,11 +7,11 @@ import asyncio
 import json
 import math
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from tests.fakeprovider import Bill, FakeProvider, Fault, Reply
+from tests.fakeprovider import Answer, Bill, FakeProvider, Fault, Reply
 
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.domain import Job, Step
@@ -471,7 +471,7 @@ async def test_the_budget_holds_when_every_try_fails_after_a_long_stream(
     text = '{"answer": "' + "a long reply that never ends " * 60
     stall = Reply(text=text, deltas=20, delta_delay=0.02, pause=5.0, pause_after=15)
     cut = Fault.stream_cut(text=text, after_deltas=15, delta_delay=0.02)
-    answers = iter([stall, cut] * 10)
+    answers: Iterator[Answer] = iter([stall, cut] * 10)
     fake.set_responder(lambda provider, model, body: next(answers))
     budget = 0.04
     job = planning_job(store, budget=budget)
