@@ -600,7 +600,12 @@ function Calls({ id, version }: { id: string; version: number }) {
               </td>
               <td className="px-3 py-1.5 text-right tabular-nums">{tokens(call.input_tokens)}</td>
               <td className="px-3 py-1.5 text-right tabular-nums">{tokens(call.output_tokens)}</td>
-              <td className="px-3 py-1.5 text-right tabular-nums">{usd(call.cost_usd)}</td>
+              <td className="px-3 py-1.5 text-right tabular-nums">
+                {usd(call.cost_usd)}
+                {call.cost_basis === "estimated" || call.cost_basis === "worst_case" ? (
+                  <span className="block text-xs text-slate-600">{call.cost_basis === "estimated" ? "estimated" : "worst case"}</span>
+                ) : null}
+              </td>
               <td className="px-3 py-1.5 text-right tabular-nums">{call.latency_ms == null ? "–" : duration(call.latency_ms / 1000)}</td>
             </tr>
           ))}
