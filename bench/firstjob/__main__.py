@@ -91,7 +91,7 @@ def main() -> None:
             os.killpg(make.pid, signal.SIGINT)
             make.wait(timeout=120)
             log.close()
-        models = sorted({f"{c['provider']}:{c['model']}" for c in calls.get("calls", calls)})
+        models = sorted({f"{c['provider']}:{c['model']}" for c in calls["items"]})
         print(f"make run until the API answered: {up - started:6.1f} s")
         print(f"job submitted until {status['status']}:  {done - submitted:6.1f} s")
         print(f"fresh checkout to a completed job: {done - started:6.1f} s")
