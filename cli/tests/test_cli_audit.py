@@ -298,6 +298,8 @@ def test_audit_lists_every_model_call_with_its_retries_and_fallbacks(
         "scripted:demo refused: content policy -> interrupted: the stream was cut",
         "builder try 3 on scripted:demo [scripted model] after scripted:demo was interrupted: "
         "the stream was cut -> ok",
+        # An interrupted try is counted at its worst case, and says so.
+        "-> interrupted: the stream was cut; 0 in / 0 out / 0 cached tokens, $0.00 (worst case)",
         "write_tests (attempt 1) call 1: tester try 1 on openai:gpt-4.1 -> no result recorded "
         "(running, or interrupted); held $0.20 of the budget",
     ):

@@ -295,8 +295,8 @@ def test_model_calls_read_as_one_line_each() -> None:
     assert lines == [
         "planning: plan call 1 try 1 on anthropic:claude-sonnet-4-5 started (attempt 1, up to "
         "$0.05)",
-        "planning: plan call 1 try 1 on anthropic:claude-sonnet-4-5: error: 429 rate limited, "
-        "0 in / 0 out tokens, $0.00, 90 ms",
+        "planning: plan call 1 try 1 on anthropic:claude-sonnet-4-5: error, 0 in / 0 out "
+        "tokens, $0.00, 90 ms: 429 rate limited",
         "planning: plan call 1 try 2 on openai:gpt-4.1: ok, 1,500 in / 400 out tokens, "
         "$0.0125, 2.3 s",
         "reviewing: review call 1 try 1 on scripted:demo [scripted model] started (attempt 1, "
@@ -340,3 +340,41 @@ def test_the_watch_shows_the_running_cost_against_the_budget() -> None:
     call_finished(history, "build", 2, 1, "openai:gpt-4.1", cost_usd=1.5)
     assert cost_line(fold(history)) == "cost $1.75 of $1.00 (2 call(s))"
     assert cost_line(JobProgress("no submission seen")) == "cost $0.00"
+
+
+def test_a_calls_cost_says_when_it_is_estimated_or_its_worst_case() -> None:
+    history = submitted()
+    error = "timeout: anthropic stalled; counted at its worst case $0.0636"
+    call_finished(
+        history,
+        "build",
+        1,
+        1,
+        "anthropic:claude-sonnet-4-6",
+        outcome="error",
+        error=error,
+        cost_usd=0.0636,
+        cost_basis="worst_case",
+    )
+    call_finished(
+        history,
+        "build",
+        1,
+        2,
+        "anthropic:claude-sonnet-4-6",
+        outcome="error",
+        error="stream_cut",
+        output_tokens=71,
+        cost_usd=0.0014,
+        cost_basis="estimated",
+    )
+    call_finished(
+        history, "build", 1, 3, "anthropic:claude-sonnet-4-6", cost_usd=0.01, cost_basis="reported"
+    )
+
+    said = [describe(event) for event in history.events[-3:]]
+
+    assert "0 in / 0 out tokens, $0.0636 (worst case), " in said[0]
+    assert "0 in / 71 out tokens, $0.0014 (estimated), " in said[1]
+    assert "0 in / 0 out tokens, $0.01, " in said[2]
+    assert fold(history).cost_usd == 0.0636 + 0.0014 + 0.01

@@ -278,19 +278,18 @@ def route_of(data: JSON) -> str:
 
 
 def call_result(data: JSON) -> str:
-    """What a finished model call came to, in a few words: its outcome (and error), tokens,
-    cost and time."""
+    """What a finished model call came to, in a few words: its outcome, tokens, cost and time,
+    then its error (last: a long one is what a clipped line loses)."""
     outcome = str(data.get("outcome", "?"))
     error = str(data.get("error", "")).strip()
-    said = f"{outcome}: {error}" if error and outcome != "ok" else outcome
     tokens = (
         f"{tokens_text(data.get('input_tokens'))} in / "
         f"{tokens_text(data.get('output_tokens'))} out tokens"
     )
     return (
-        f"{said}, {tokens}, "
+        f"{outcome}, {tokens}, "
         f"{cost_text(_float(data.get('cost_usd')) or 0.0, data.get('cost_basis'))}, "
-        f"{latency(data.get('latency_ms'))}"
+        f"{latency(data.get('latency_ms'))}" + (f": {error}" if error and outcome != "ok" else "")
     )
 
 

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from vdo_cli.progress import JobProgress, PhaseState, describe, outcome_is_good
 from vdo_kernel.domain import Phase, Status
-from vdo_kernel.figures import SCRIPTED_LABEL, is_scripted, latency, tokens_text, usd
+from vdo_kernel.figures import SCRIPTED_LABEL, cost_text, is_scripted, latency, tokens_text, usd
 
 JSON = dict[str, Any]
 
@@ -217,7 +217,7 @@ def calls_table(calls: list[JSON]) -> Table:
             tokens_text(call.get("input_tokens")),
             tokens_text(call.get("output_tokens")),
             tokens_text(call.get("cached_tokens")),
-            usd(_number(call.get("cost_usd"))),
+            cost_text(_number(call.get("cost_usd")), call.get("cost_basis")),
             latency(call.get("latency_ms")),
             escape(str(call.get("error") or call.get("note") or "")),
         )
