@@ -7,6 +7,7 @@ the request (so the wait for the first byte counts too), the try ends as a retry
 ``timeout`` that says it stalled. Its whole-call limit (`TimeLimit`, generous: scaled to the
 output limit) ends it too, here rather than around the adapter, so that either way the error
 carries what the try had received.
+
 Silence is measured on the bytes of the answer, not on the events an SDK hands over: Anthropic
 keeps a slow reply alive with ``ping`` events, which its SDK drops. The SDKs' HTTP clients are
 built with `response_hooks`, which make every chunk read count for the watch of the try running
