@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit, urlunsplit
 
+from vdo_kernel.secrets import display_url as display_url  # re-exported for the adapters
 from vdo_models.interface import ModelClient, ProviderError
 
 # Per provider, the variables that hold its key, in the SDK's order of precedence.
@@ -72,15 +72,6 @@ def make_clients(
 ) -> dict[str, ModelClient]:
     """A client for every provider that has a key."""
     return {p: make_client(p, env, timeout=timeout) for p in configured_providers(env)}
-
-
-def display_url(url: str) -> str:
-    """`url` without user, password or query (where a base URL may carry credentials)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def describe_models(provider: str, base_url: str, names: list[str]) -> str:

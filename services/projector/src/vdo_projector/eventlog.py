@@ -5,9 +5,9 @@ A replay needs each event's envelope and its fields as plain JSON values, exactl
 `JobStore.read` gives (`StoredJobEvent.data`, `timestamp`), but not the event objects the
 library's mapper builds on the way. Stored state is the library's JSON, where only values of
 types JSON lacks are wrapped (``{"_type_": ..., "_data_": ...}``): in our events that is the
-timestamp alone. So an event whose state holds no other wrapped value, and no older class
-version to upcast, is decoded with a plain ``json.loads``; any other goes through the store's
-own decoding. Both give the same values (a test holds them to it).
+timestamp alone. So an event whose state holds no other wrapped value, and is of its class's
+current version (nothing to upcast), is decoded with a plain ``json.loads``; any other goes
+through the store's own decoding. Both give the same values (a test holds them to it).
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ _TIMESTAMP_TYPE: Final = "datetime_iso"
 # What `storable` would change can only come from an escape (``\u0000``, ``\udc80``) or from a
 # UTF-8 encoded surrogate (which `json.loads` lets through): state with neither is left as is.
 _UNSTORABLE: Final = re.compile(rb"\\u|\xed[\xa0-\xbf]")
-# Events whose class has no upcasting to do: their stored state is decoded as it stands.
-_PLAIN_TOPICS: Final = {
-    get_topic(cls): name
+# Each event class's name and current version: stored state of that version has no upcasting
+# to do and is decoded as it stands (the library stores ``class_version`` from version 2 on).
+_TOPICS: Final = {
+    get_topic(cls): (name, int(getattr(cls, "class_version", 1)))
     for name, cls in {**EVENT_TYPES, **ACCOUNT_EVENT_TYPES, **TEMPLATE_EVENT_TYPES}.items()
-    if getattr(cls, "class_version", 1) == 1
 }
 
 
@@ -93,8 +93,9 @@ def decode(store: JobStore, row: tuple[Any, ...]) -> LoggedEvent:
     """One row of `JobStore.read_after_sql` decoded (the values `store.decode_row` gives)."""
     position, job_id, version, topic, state = row
     state = bytes(state)
-    name = _PLAIN_TOPICS.get(topic)
-    if name is not None and state.count(_WRAPPED) == 1:
+    known = _TOPICS.get(topic)
+    if known is not None and state.count(_WRAPPED) == 1:
+        name, current = known
         data = json.loads(state)
         stamp = data.pop("timestamp", None)
         if (
@@ -102,7 +103,7 @@ def decode(store: JobStore, row: tuple[Any, ...]) -> LoggedEvent:
             and len(stamp) == 2
             and stamp.get("_type_") == _TIMESTAMP_TYPE
             and type(text := stamp.get("_data_")) is str
-            and "class_version" not in data
+            and data.pop("class_version", 1) == current
         ):
             for key in _ENVELOPE:
                 data.pop(key, None)
