@@ -9,7 +9,6 @@ publishes at a time (a PostgreSQL advisory lock), so running a spare one is safe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import psycopg
@@ -18,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from vdo_kernel import logs
 from vdo_kernel.bus import EventMessage
+from vdo_kernel.leadership import become_leader
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore, StoredJobEvent
 from vdo_kernel.subjects import HEADER_POSITION, STREAM
@@ -77,8 +77,9 @@ class Relay:
             await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as reader,
         ):
             self._reader = reader
-            await self._become_leader(conn, stop)
-            if stop.is_set():
+            if not await become_leader(
+                conn, RELAY_LOCK_KEY, stop, waiting="another relay is publishing; standing by"
+            ):
                 return
             channel = self.store.recorder.channel_name
             await conn.execute(f'LISTEN "{channel}"')
@@ -135,19 +136,6 @@ class Relay:
                 break
         except psycopg.OperationalError:
             raise
-
-    async def _become_leader(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
-        waited = False
-        while not stop.is_set():
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_KEY,))
-            row = await cur.fetchone()
-            if row and row[0]:
-                return
-            if not waited:
-                log.info("another relay is publishing; standing by")
-                waited = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
 
 
 async def run_relay(settings: Settings | None = None) -> None:

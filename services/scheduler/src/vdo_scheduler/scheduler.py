@@ -32,6 +32,7 @@ from eventsourcing.persistence import PersistenceError, Tracking
 from nats.aio.msg import Msg
 
 from vdo_kernel import logs
+from vdo_kernel.leadership import become_leader
 from vdo_kernel.service import started, worker_name
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import (
@@ -135,7 +136,9 @@ async def lead(
     """Wait to be the leader, then schedule until stopped (or the lock's connection is lost:
     the caller tries again)."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        if not await _become_leader(conn, stop):
+        if not await become_leader(
+            conn, SCHEDULER_LOCK_KEY, stop, waiting="another scheduler is leading; standing by"
+        ):
             return
         limits = limits_of(settings)
         scheduler = Scheduler(store, limits, worker=worker_name("scheduler"))
@@ -152,21 +155,6 @@ async def lead(
             # Woken by the bus (or by the stop), or after the poll interval.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=settings.scheduler_poll_seconds)
-
-
-async def _become_leader(conn: psycopg.AsyncConnection, stop: asyncio.Event) -> bool:
-    waited = False
-    while not stop.is_set():
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK_KEY,))
-        row = await cur.fetchone()
-        if row and row[0]:
-            return True
-        if not waited:
-            log.info("another scheduler is leading; standing by")
-            waited = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=2.0)
-    return False
 
 
 async def run_scheduler(settings: Settings | None = None) -> None:
