@@ -17,8 +17,11 @@ from eventsourcing.persistence import (
 )
 
 from vdo_kernel.domain import (
+    AI_PHASES,
+    ATTEMPT_START,
     DEFAULT_PRIORITY,
     PIPELINE,
+    STEP_ROLE,
     DomainError,
     Due,
     Job,
@@ -26,6 +29,7 @@ from vdo_kernel.domain import (
     Phase,
     Status,
     Step,
+    step_after,
     step_named,
 )
 
@@ -408,6 +412,32 @@ def test_a_retry_cannot_reuse_a_result_that_is_not_there_or_was_rejected() -> No
     failed_build.retry(Step.BUILD, by="ada", causation_id="c")
     failed_build.admit(by="scheduler", causation_id="c")
     assert failed_build.due() == Due(Step.BUILD, 2)
+
+
+def test_the_step_after_a_finished_step_is_the_next_one_unless_rejected_or_last() -> None:
+    assert {(step, outcome): step_after(step, outcome) for step, outcome in OK_OUTCOME.items()} == {
+        (Step.PLAN, Outcome.OK): Step.BUILD,
+        (Step.BUILD, Outcome.OK): Step.WRITE_TESTS,
+        (Step.WRITE_TESTS, Outcome.OK): Step.RUN_TESTS,
+        (Step.RUN_TESTS, Outcome.PASSED): Step.REVIEW,
+        (Step.REVIEW, Outcome.APPROVED): Step.SANDBOX_RUN,
+        (Step.SANDBOX_RUN, Outcome.UP): None,
+    }
+    assert step_after(Step.RUN_TESTS, Outcome.FAILED) is None
+    assert step_after(Step.REVIEW, Outcome.CHANGES_REQUESTED) is None
+    assert step_after(Step.SANDBOX_RUN, Outcome.DOWN) is None
+    # A new attempt starts again at the build: the plan is made once per job.
+    assert ATTEMPT_START is Step.BUILD
+
+
+def test_the_ai_roles_are_the_four_model_steps_in_order() -> None:
+    assert AI_PHASES == ("planner", "builder", "tester", "reviewer")
+    assert STEP_ROLE == {
+        "plan": "planner",
+        "build": "builder",
+        "write_tests": "tester",
+        "review": "reviewer",
+    }
 
 
 def test_phases_start_at_their_first_step() -> None:

@@ -122,6 +122,30 @@ PHASE_FIRST_STEP: dict[Phase, Step] = {
     phase: next(step for step in PIPELINE if STEP_PHASE[step] is phase) for phase in Phase
 }
 
+# Where a new attempt starts after a rejecting verdict: at the build, the step after planning,
+# since the plan is made once per job.
+ATTEMPT_START: Step = PIPELINE[1]
+
+# The AI phase (role) whose models a step's calls use, as model routes name them; the steps
+# not listed (running the tests, the sandbox run) call no model.
+STEP_ROLE: dict[str, str] = {
+    Step.PLAN: "planner",
+    Step.BUILD: "builder",
+    Step.WRITE_TESTS: "tester",
+    Step.REVIEW: "reviewer",
+}
+AI_PHASES: tuple[str, ...] = tuple(STEP_ROLE.values())
+
+
+def step_after(step: Step, outcome: Outcome) -> Step | None:
+    """The step due next in the same attempt once `step` finished with `outcome`: the next one
+    in the pipeline. None after the last step (the job is done) and after a rejecting verdict
+    (a new attempt, starting at `ATTEMPT_START`, or the job's end follows instead)."""
+    if REJECTING_OUTCOMES.get(step) is outcome:
+        return None
+    index = PIPELINE.index(step)
+    return PIPELINE[index + 1] if index + 1 < len(PIPELINE) else None
+
 
 class DomainError(Exception):
     """A command the job's rules refuse (the caller gets a clear message, nothing is written)."""
@@ -560,13 +584,15 @@ class Job(Aggregate):
         queued; None when it is finished (or a step failed)."""
         if self.is_finished:
             return None
-        for step in PIPELINE:
+        step: Step | None = PIPELINE[0]
+        while step is not None:
             attempt = self.plan_attempt if step is Step.PLAN else self.attempt
             rec = self.record(step, attempt)
             if rec.failed_reason is not None:
                 return None
             if rec.outcome is None:
                 return Due(step, attempt)
+            step = step_after(step, rec.outcome)
         return None
 
     def due(self) -> Due | None:
@@ -662,7 +688,7 @@ class Job(Aggregate):
                     correlation_id=self.correlation_id,
                     causation_id=causation_id,
                 )
-        elif self.due() is None:
+        elif step_after(due.step, outcome) is None:
             self.trigger_event(
                 self.Completed,
                 attempts=self.attempt,
@@ -880,14 +906,6 @@ class Job(Aggregate):
         return self.steps.setdefault((Step(step), attempt), StepRecord())
 
 
-AI_PHASES = ("planner", "builder", "tester", "reviewer")
-# The AI phase whose models a step's calls use (as routes name them).
-STEP_ROLE: dict[str, str] = {
-    "plan": "planner",
-    "build": "builder",
-    "write_tests": "tester",
-    "review": "reviewer",
-}
 # The providers a model route may name (``provider:model``).
 MODEL_PROVIDERS = ("anthropic", "openai", "google", "scripted")
 CALL_OUTCOMES = ("ok", "error", "refused", "interrupted")
