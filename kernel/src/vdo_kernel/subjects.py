@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 from vdo_kernel.accounts import is_account_event
-from vdo_kernel.domain import Step
+from vdo_kernel.domain import ATTEMPT_START, PIPELINE, Step
 from vdo_kernel.templates import is_template_event
 
 STREAM: Final = "VDO_EVENTS"
@@ -48,32 +48,19 @@ def event_subject(event_type: str, step: str | None = None) -> str:
     return f"{SUBJECT_PREFIX}.{event_type}"
 
 
-# What makes each step due: the events after which the rules may name that step next. The
-# admission of a job makes its next step due: planning for a new job, any step for a retried one.
-STEP_TRIGGERS: Final[dict[Step, tuple[str, ...]]] = {
-    Step.PLAN: (event_subject("JobAdmitted", Step.PLAN),),
-    Step.BUILD: (
-        event_subject("JobAdmitted", Step.BUILD),
-        event_subject("StepFinished", Step.PLAN),
-        event_subject("AttemptStarted"),
-    ),
-    Step.WRITE_TESTS: (
-        event_subject("JobAdmitted", Step.WRITE_TESTS),
-        event_subject("StepFinished", Step.BUILD),
-    ),
-    Step.RUN_TESTS: (
-        event_subject("JobAdmitted", Step.RUN_TESTS),
-        event_subject("StepFinished", Step.WRITE_TESTS),
-    ),
-    Step.REVIEW: (
-        event_subject("JobAdmitted", Step.REVIEW),
-        event_subject("StepFinished", Step.RUN_TESTS),
-    ),
-    Step.SANDBOX_RUN: (
-        event_subject("JobAdmitted", Step.SANDBOX_RUN),
-        event_subject("StepFinished", Step.REVIEW),
-    ),
-}
+# What makes each step due: the events after which the rules may name that step next, derived
+# from the pipeline's order. The admission of a job makes its next step due (planning for a new
+# job, any step for a retried one); the step before one in the pipeline finishing makes it due;
+# and a new attempt makes the step it starts at due.
+def _triggers(step: Step) -> tuple[str, ...]:
+    index = PIPELINE.index(step)
+    before = (event_subject("StepFinished", PIPELINE[index - 1]),) if index > 0 else ()
+    attempt = (event_subject("AttemptStarted"),) if step is ATTEMPT_START else ()
+    return (event_subject("JobAdmitted", step), *before, *attempt)
+
+
+STEP_TRIGGERS: Final[dict[Step, tuple[str, ...]]] = {step: _triggers(step) for step in PIPELINE}
+
 # A job's cancellation, which every phase service watches (on core NATS) to abandon the work it
 # is doing for that job.
 JOB_CANCELLED: Final = event_subject("JobCancelled")
