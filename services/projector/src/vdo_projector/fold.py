@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from vdo_kernel.accounts import is_account_event
-from vdo_kernel.domain import PIPELINE, STEP_PHASE, Status
+from vdo_kernel.domain import ATTEMPT_START, PIPELINE, STEP_PHASE, Status
 from vdo_kernel.templates import is_template_event
 from vdo_projector.eventlog import LoggedEvent
 from vdo_projector.updates import (
@@ -34,8 +34,6 @@ from vdo_projector.updates import (
 Row = tuple[Any, ...]
 
 _FIRST = PIPELINE[0]
-# A new attempt starts again at the build: the plan is made once per job.
-_RETRY = PIPELINE[1]
 
 
 @dataclass(slots=True)
@@ -507,8 +505,8 @@ class Fold:
         attempt = data["attempt"]
         if job is not None:
             job.attempt = attempt
-            job.phase = STEP_PHASE[_RETRY].value
-            job.step = _RETRY.value
+            job.phase = STEP_PHASE[ATTEMPT_START].value
+            job.step = ATTEMPT_START.value
 
     def _step_started(self, job: JobState | None, event: LoggedEvent, data: dict[str, Any]) -> None:
         step, phase, worker = data["step"], data["phase"], data["worker"]

@@ -21,13 +21,14 @@ from psycopg.types.json import Jsonb
 
 from vdo_kernel.accounts import is_account_event
 from vdo_kernel.domain import (
+    ATTEMPT_START,
     DEFAULT_PRIORITY,
     PIPELINE,
-    REJECTING_OUTCOMES,
     STEP_PHASE,
     Outcome,
     Status,
     Step,
+    step_after,
 )
 from vdo_kernel.store import StoredJobEvent
 from vdo_kernel.templates import is_template_event
@@ -130,8 +131,7 @@ def _retried(conn: Connection, event: StoredJobEvent) -> None:
 
 
 def _attempt_started(conn: Connection, event: StoredJobEvent) -> None:
-    # A new attempt starts again at the build: the plan is made once per job.
-    first = PIPELINE[1]
+    first = ATTEMPT_START
     conn.execute(
         "UPDATE vdo_read.jobs SET attempt = %s, phase = %s, step = %s WHERE id = %s",
         (event.data["attempt"], STEP_PHASE[first].value, first.value, event.job_id),
@@ -623,16 +623,14 @@ def phase_of(step: str) -> str | None:
 
 
 def next_step(step: str, outcome: str) -> Step | None:
-    """The step due after this one finished, as the rules would have it; None when the job's
-    next event (a new attempt, or its end) decides instead."""
+    """The step due after this one finished, as the rules would have it (`step_after`); None
+    when the job's next event (a new attempt, or its end) decides instead, or when the step or
+    outcome is not one this version knows."""
     try:
         done, verdict = Step(step), Outcome(outcome)
     except ValueError:
         return None
-    if REJECTING_OUTCOMES.get(done) is verdict:
-        return None
-    index = PIPELINE.index(done)
-    return PIPELINE[index + 1] if index + 1 < len(PIPELINE) else None
+    return step_after(done, verdict)
 
 
 _UPDATES: dict[str, Update] = {
