@@ -28,17 +28,9 @@ from vdo_sandbox.backend import (
     RunSpec,
     SandboxUnavailableError,
 )
-from vdo_sandbox.bubblewrap import (
-    HOST_GID,
-    HOST_UID,
-    SANDBOX_UID,
-    BubblewrapBackend,
-    Cgroups,
-    _cgroup_mounts,
-    _inside,
-    _membership,
-    _Output,
-)
+from vdo_sandbox.bubblewrap import HOST_GID, HOST_UID, SANDBOX_UID, BubblewrapBackend
+from vdo_sandbox.cgroups import Cgroups, _cgroup_mounts, _inside, _membership
+from vdo_sandbox.output import CappedOutput
 
 LIMITS = Limits(wall_seconds=30.0, memory_bytes=256 * MIB, pids=64, output_bytes=1 * MIB)
 AS_ROOT = os.geteuid() == 0
@@ -456,7 +448,7 @@ async def test_output_far_over_the_cap_stops_the_run(
 
 def test_output_pieces_and_lines() -> None:
     lines: list[str] = []
-    output = _Output(200_000, 0.0, lines.append)
+    output = CappedOutput(200_000, 0.0, lines.append)
     output.feed(b"first li")
     output.feed(b"ne\nsecond\r\nthi")
     output.feed(b"x" * 70_000)  # a very long line is passed on in pieces

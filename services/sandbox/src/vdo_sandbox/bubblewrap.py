@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -34,9 +33,8 @@ import signal
 import stat
 import subprocess
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from vdo_kernel.hostfs import allow_traverse
@@ -49,6 +47,8 @@ from vdo_sandbox.backend import (
     RunSpec,
     SandboxUnavailableError,
 )
+from vdo_sandbox.cgroups import Cgroups, CgroupStats, RunCgroup
+from vdo_sandbox.output import CappedOutput
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,6 @@ NETWORK_FILES = ("/etc/resolv.conf", "/etc/ssl", "/etc/ca-certificates")
 RESERVED = ("/", "/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/proc", "/dev", "/tmp")  # noqa: S108
 
 CHUNK = 64 * 1024
-LONGEST_LINE = 64 * 1024  # a longer run of output without a newline is passed on in pieces
 # Output is drained (and counted) past the cap so the program never blocks on a full pipe, but
 # a run that keeps printing is stopped once it has printed this many times the cap.
 OUTPUT_KILL_FACTOR = 8
@@ -115,70 +114,9 @@ WRAPPER = (
     'exec "$@"'
 )
 
-# The supervisor of a run with a port or command ready check, run inside the sandbox by the
-# sandbox's python3: starts the program, checks until it is ready, the program exits or time
-# runs out, and reports on its own pipe (the program cannot reach that pipe: the supervisor is
-# not dumpable, so its /proc/<pid>/fd is closed to processes of the same user).
-SUPERVISOR = r"""
-import json, os, socket, subprocess, sys, time
-cfg = json.loads(sys.argv[1])
-program = sys.argv[2:]
-report = cfg["fd"]
-os.set_inheritable(report, False)
-try:
-    import ctypes
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)
-except Exception:
-    pass
-def tell(ready, detail):
-    os.write(report, (json.dumps({"ready": ready, "detail": detail}) + "\n").encode())
-try:
-    child = subprocess.Popen(program, stdin=subprocess.DEVNULL)
-except OSError as error:
-    tell(False, "cannot start %s: %s" % (program[0], error.strerror or error))
-    sys.exit(127)
-deadline = time.monotonic() + cfg["timeout"]
-last = "no answer yet"
-while True:
-    code = child.poll()
-    if code is not None:
-        tell(False, "exited with code %d before the %s check passed (%s)"
-             % (code, cfg["kind"], last))
-        sys.exit(code if code >= 0 else 128 - code)
-    left = deadline - time.monotonic()
-    if left <= 0:
-        tell(False, "not ready within %gs: %s" % (cfg["timeout"], last))
-        break
-    if cfg["kind"] == "port":
-        answered = False
-        for host in ("127.0.0.1", "::1"):
-            try:
-                socket.create_connection((host, cfg["port"]), timeout=1).close()
-                answered = True
-                break
-            except OSError as error:
-                last = "port %d on %s: %s" % (cfg["port"], host, error.strerror or error)
-        if answered:
-            tell(True, "port %d answered" % cfg["port"])
-            break
-        time.sleep(0.1)
-    else:
-        shown = " ".join(cfg["command"])
-        try:
-            done = subprocess.run(cfg["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=max(1.0, min(30.0, left)))
-            text = done.stdout[-1000:].decode("utf-8", "replace").strip()
-            if done.returncode == 0:
-                tell(True, "`%s` exited 0" % shown + (": " + text[-300:] if text else ""))
-                break
-            last = "`%s` exited %d: %s" % (shown, done.returncode, text[-500:])
-        except subprocess.TimeoutExpired:
-            last = "`%s` did not finish in time" % shown
-        except OSError as error:
-            last = "`%s` could not start: %s" % (shown, error.strerror or error)
-        time.sleep(0.25)
-child.wait()
-"""
+# The supervisor of a run with a port or command ready check (`ready_supervisor.py`), run inside
+# the sandbox by the sandbox's python3 from its source text.
+SUPERVISOR = (Path(__file__).parent / "ready_supervisor.py").read_text(encoding="utf-8")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -226,281 +164,6 @@ def hand_over(workspace: Path, uid: int, gid: int) -> None:
                 if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
                     continue
                 os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
-
-
-# ---- cgroups ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CgroupStats:
-    peak_memory_bytes: int | None = None
-    cpu_seconds: float | None = None
-    oom_kills: int = 0
-    forks_refused: int = 0
-
-
-@dataclass
-class RunCgroup:
-    """The cgroup (one directory per hierarchy on v1) of one run."""
-
-    version: int
-    dirs: dict[str, Path]  # controller ("" for v2) -> directory
-
-    def procs_files(self) -> list[Path]:
-        return [directory / "cgroup.procs" for directory in self._unique()]
-
-    def _unique(self) -> list[Path]:
-        return list(dict.fromkeys(self.dirs.values()))
-
-    def pids(self) -> set[int]:
-        found: set[int] = set()
-        for procs in self.procs_files():
-            with contextlib.suppress(OSError, ValueError):
-                found.update(int(line) for line in procs.read_text().split())
-        return found
-
-    def kill_all(self) -> None:
-        """Kill whatever is still in the cgroup (normally nothing: the pid namespace is gone)."""
-        if self.version == 2:
-            kill = self.dirs[""] / "cgroup.kill"
-            if kill.exists():
-                with contextlib.suppress(OSError):
-                    kill.write_text("1")
-                return
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-    def stats(self) -> CgroupStats:
-        if self.version == 2:
-            base = self.dirs[""]
-            micros = _field(base / "cpu.stat", "usage_usec")
-            return CgroupStats(
-                peak_memory_bytes=_int(base / "memory.peak"),
-                cpu_seconds=micros / 1e6 if micros is not None else None,
-                oom_kills=_field(base / "memory.events", "oom_kill") or 0,
-                forks_refused=_field(base / "pids.events", "max") or 0,
-            )
-        memory, pids = self.dirs.get("memory"), self.dirs.get("pids")
-        cpuacct = self.dirs.get("cpuacct")
-        nanos = _int(cpuacct / "cpuacct.usage") if cpuacct else None
-        return CgroupStats(
-            peak_memory_bytes=_int(memory / "memory.max_usage_in_bytes") if memory else None,
-            cpu_seconds=nanos / 1e9 if nanos is not None else None,
-            oom_kills=(_field(memory / "memory.oom_control", "oom_kill") or 0) if memory else 0,
-            forks_refused=(_field(pids / "pids.events", "max") or 0) if pids else 0,
-        )
-
-    def remove(self) -> None:
-        for directory in self._unique():
-            for _ in range(50):
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as error:
-                    if error.errno != errno.EBUSY:
-                        log.warning("cannot remove cgroup %s: %s", directory, error)
-                        break
-                    self.kill_all()
-                    time.sleep(0.02)
-
-
-@dataclass
-class Cgroups:
-    """Where this process can make a cgroup per run, and with which controllers.
-
-    `parents` maps each controller this process can limit ("memory", "pids", "cpu", and
-    "cpuacct" for figures on v1; "" on v2, where one directory holds them all) to the
-    directory the runs' cgroups are made in."""
-
-    version: int
-    parents: dict[str, Path]
-    controllers: frozenset[str]
-    _count: int = field(default=0, repr=False)
-
-    def describe(self) -> str:
-        limited = sorted(self.controllers & {"memory", "pids", "cpu"})
-        return f"cgroup v{self.version} ({', '.join(limited)})"
-
-    def create(self, limits: Limits) -> RunCgroup:
-        self._count += 1
-        name = f"vdo-run-{os.getpid()}-{self._count}-{os.urandom(3).hex()}"
-        dirs = {controller: parent / name for controller, parent in self.parents.items()}
-        run = RunCgroup(self.version, dirs)
-        try:
-            for directory in run._unique():
-                directory.mkdir()
-            self._limit(run, limits)
-        except OSError:
-            run.remove()
-            raise
-        return run
-
-    def _limit(self, run: RunCgroup, limits: Limits) -> None:
-        memory = str(limits.memory_bytes)
-        quota = max(int(limits.cpus * 100_000), 1000)
-        if self.version == 2:
-            base = run.dirs[""]
-            if "memory" in self.controllers:
-                (base / "memory.max").write_text(memory)
-                _write_if_present(base / "memory.swap.max", "0")
-                _write_if_present(base / "memory.oom.group", "1")
-            if "pids" in self.controllers:
-                (base / "pids.max").write_text(str(limits.pids))
-            if "cpu" in self.controllers:
-                (base / "cpu.max").write_text(f"{quota} 100000")
-            return
-        if "memory" in run.dirs:
-            (run.dirs["memory"] / "memory.limit_in_bytes").write_text(memory)
-            _write_if_present(run.dirs["memory"] / "memory.memsw.limit_in_bytes", memory)
-        if "pids" in run.dirs:
-            (run.dirs["pids"] / "pids.max").write_text(str(limits.pids))
-        if "cpu" in run.dirs:
-            (run.dirs["cpu"] / "cpu.cfs_period_us").write_text("100000")
-            (run.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
-
-    @classmethod
-    def detect(cls) -> Cgroups | None:
-        """The cgroups this process may make, or None (not root, no delegation, no cgroupfs)."""
-        try:
-            mounts = _cgroup_mounts(Path("/proc/self/mountinfo").read_text())
-            membership = _membership(Path("/proc/self/cgroup").read_text())
-        except OSError:
-            return None
-        found = cls._v2(mounts, membership) or cls._v1(mounts, membership)
-        if found is not None:
-            found._cleanup_stale()
-        return found
-
-    @classmethod
-    def _v2(
-        cls, mounts: list[tuple[str, Path, set[str], str]], membership: dict[str, str]
-    ) -> Cgroups | None:
-        unified = next(((m, root) for kind, m, _, root in mounts if kind == "cgroup2"), None)
-        if unified is None or "" not in membership:
-            return None
-        mount, root = unified
-        own = _inside(mount, root, membership[""])
-        if own is None:
-            return None
-        wanted = {"memory", "pids", "cpu"}
-        available = set(_read(own / "cgroup.controllers").split()) & wanted
-        if not {"memory", "pids"} <= available:
-            return None
-        enable = " ".join(f"+{name}" for name in sorted(available))
-        # Controllers can be handed down only by a cgroup with no processes of its own (the
-        # root excepted): this process's own cgroup if it is the root, else a sibling of it.
-        candidates = [own] if own == mount else [own.parent / "vdo-sandbox"]
-        for parent in candidates:
-            try:
-                parent.mkdir(exist_ok=True)
-                (parent / "cgroup.subtree_control").write_text(enable)
-                probe = parent / f"vdo-probe-{os.getpid()}"
-                probe.mkdir()
-                probe.rmdir()
-            except OSError:
-                continue
-            return cls(2, {"": parent}, frozenset(available))
-        return None
-
-    @classmethod
-    def _v1(
-        cls, mounts: list[tuple[str, Path, set[str], str]], membership: dict[str, str]
-    ) -> Cgroups | None:
-        parents: dict[str, Path] = {}
-        for kind, mount, options, root in mounts:
-            if kind != "cgroup":
-                continue
-            for controller in ("memory", "pids", "cpu", "cpuacct"):
-                if controller in options and controller in membership:
-                    own = _inside(mount, root, membership[controller])
-                    if own is not None:
-                        parents[controller] = own
-        usable: dict[str, Path] = {}
-        for controller, parent in parents.items():
-            probe = parent / f"vdo-probe-{os.getpid()}"
-            try:
-                probe.mkdir()
-                probe.rmdir()
-            except OSError:
-                continue
-            usable[controller] = parent
-        if not {"memory", "pids"} <= usable.keys():
-            return None
-        return cls(1, usable, frozenset(usable))
-
-    def _cleanup_stale(self) -> None:
-        """Remove run cgroups left by processes that are gone (a crash, say)."""
-        for parent in set(self.parents.values()):
-            with contextlib.suppress(OSError):
-                for entry in parent.iterdir():
-                    match = re.fullmatch(r"vdo-run-(\d+)-.*", entry.name)
-                    if match and not Path(f"/proc/{match.group(1)}").exists():
-                        run = RunCgroup(self.version, {"": entry})
-                        run.kill_all()
-                        run.remove()
-
-
-def _cgroup_mounts(mountinfo: str) -> list[tuple[str, Path, set[str], str]]:
-    """(fstype, mount point, super options, root within the hierarchy) of each cgroup mount."""
-    found = []
-    for line in mountinfo.splitlines():
-        before, _, after = line.partition(" - ")
-        fields, tail = before.split(), after.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        found.append((tail[0], Path(fields[4]), set(tail[2].split(",")), fields[3]))
-    return found
-
-
-def _membership(text: str) -> dict[str, str]:
-    """Controller ("" for v2) -> this process's cgroup path, from /proc/self/cgroup."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        for name in controllers.split(",") if controllers else [""]:
-            found[name] = path
-    return found
-
-
-def _inside(mount: Path, root: str, path: str) -> Path | None:
-    """The directory of cgroup `path` in a hierarchy mounted at `mount` from `root`."""
-    if root != "/" and not (path == root or path.startswith(root.rstrip("/") + "/")):
-        return None
-    relative = path[len(root) :] if root != "/" else path
-    directory = mount / relative.lstrip("/")
-    return directory if directory.is_dir() else None
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
-def _int(path: Path) -> int | None:
-    text = _read(path).strip()
-    return int(text) if text.isdigit() else None
-
-
-def _field(path: Path, key: str) -> int | None:
-    for line in _read(path).splitlines():
-        words = line.split()
-        if len(words) == 2 and words[0] == key and words[1].isdigit():
-            return int(words[1])
-    return None
-
-
-def _write_if_present(path: Path, value: str) -> None:
-    if path.exists():
-        with contextlib.suppress(OSError):
-            path.write_text(value)
 
 
 # ---- the backend -----------------------------------------------------------------------------
@@ -751,98 +414,6 @@ def _checked_mounts(mounts: dict[Path, str]) -> dict[Path, str]:
 # ---- one run ---------------------------------------------------------------------------------
 
 
-class _Output:
-    """What the run prints: the first half of the cap and the last half are kept when there is
-    more than the cap; lines are passed on as they come while within the cap."""
-
-    def __init__(self, cap: int, started: float, on_line: LineSink | None) -> None:
-        self.cap = max(cap, 2)
-        self.tail_cap = self.cap // 2
-        self.started = started
-        self.on_line = on_line
-        self.head = bytearray()
-        self.tail: deque[bytes] = deque()
-        self.tail_size = 0
-        self.total = 0
-        self.first_output_seconds: float | None = None
-        self._line = bytearray()
-        self._sink_failed = False
-
-    @property
-    def truncated(self) -> bool:
-        return self.total > self.cap
-
-    def feed(self, chunk: bytes) -> None:
-        if self.first_output_seconds is None:
-            self.first_output_seconds = time.monotonic() - self.started
-        before = self.total
-        self.total += len(chunk)
-        self.tail.append(chunk)
-        self.tail_size += len(chunk)
-        while self.tail_size - len(self.tail[0]) >= self.tail_cap:
-            self.tail_size -= len(self.tail.popleft())
-        room = self.cap - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            self._lines(chunk[:room])
-        if before <= self.cap < self.total:
-            self._flush_line()
-            self._emit(f"[output over {self.cap} bytes: the rest is not shown live]")
-
-    def finish(self) -> None:
-        if not self.truncated:
-            self._flush_line()
-            return
-        self._emit(self.cut_note().strip())
-        tail = self.tail_text()
-        lines = tail.split("\n")[1:] if "\n" in tail else []  # the first is a piece of a line
-        for line in lines:
-            if line:
-                self._emit(line)
-
-    def cut_note(self) -> str:
-        cut = self.total - (self.cap - self.tail_cap) - self.tail_cap
-        return (
-            f"\n[output cut: {cut} of {self.total} bytes not kept (limit {self.cap} bytes); "
-            "the end follows]\n"
-        )
-
-    def tail_text(self) -> str:
-        data = b"".join(self.tail)[-self.tail_cap :]
-        return data.decode("utf-8", errors="replace")
-
-    def text(self) -> str:
-        if not self.truncated:
-            return self.head.decode("utf-8", errors="replace")
-        head = bytes(self.head[: self.cap - self.tail_cap]).decode("utf-8", errors="replace")
-        return head + self.cut_note() + self.tail_text()
-
-    def _lines(self, data: bytes) -> None:
-        start = 0
-        while (end := data.find(b"\n", start)) >= 0:
-            self._line += data[start:end]
-            self._emit(self._line.decode("utf-8", errors="replace").rstrip("\r"))
-            self._line.clear()
-            start = end + 1
-        self._line += data[start:]
-        if len(self._line) >= LONGEST_LINE:
-            self._flush_line()
-
-    def _flush_line(self) -> None:
-        if self._line:
-            self._emit(self._line.decode("utf-8", errors="replace"))
-            self._line.clear()
-
-    def _emit(self, line: str) -> None:
-        if self.on_line is None or self._sink_failed:
-            return
-        try:
-            self.on_line(line)
-        except Exception:  # the live log is a convenience: the run goes on without it
-            self._sink_failed = True
-            log.warning("the output line sink failed; no more lines are passed on", exc_info=True)
-
-
 @dataclass
 class _Verdict:
     ready: bool
@@ -864,7 +435,7 @@ class _Run:
         self.env = env
         self.mounts = mounts
         self.started = time.monotonic()
-        self.output = _Output(self.limits.output_bytes, self.started, on_line)
+        self.output = CappedOutput(self.limits.output_bytes, self.started, on_line)
         self.stop = asyncio.Event()
         self.reason = ""  # why the run was stopped before its program ended
         self.verdict: _Verdict | None = None

@@ -40,6 +40,7 @@ from vdo_sandbox.backend import (
     SandboxUnavailableError,
 )
 from vdo_sandbox.image import SANDBOX_PATH, SANDBOX_UID
+from vdo_sandbox.output import LONGEST_LINE
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ BASE_ENV = {
 }
 POLL_SECONDS = 0.5  # workspace size and cgroup figures, while the run goes on
 PROBE_SECONDS = 0.25  # between two tries of a port or command ready check
-LONGEST_LINE = 64 * 1024  # a longer run of output without a newline is passed on in pieces
 # Errors the engine's API raises when the container went away under a call (run ended).
 GONE = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
