@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.domain import Job, Outcome, Step
 from vdo_kernel.settings import Settings
-from vdo_kernel.steps import StepContext, StepFailure
+from vdo_kernel.steps import StepContext, StepFailure, StepResult
 from vdo_sandbox import runs
 from vdo_sandbox.backend import Backend, RunResult, RunSpec
 from vdo_sandbox.backend import LineSink as Sink
@@ -70,10 +69,16 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def step_backend(backend: Backend) -> Iterator[Backend]:
-    runs.use_backend(backend)
-    yield backend
-    runs.use_backend(None)
+def step_backend(backend: Backend) -> Backend:
+    return backend
+
+
+async def run_tests(ctx: StepContext, backend: Backend) -> StepResult:
+    return await runs.run_tests(ctx, sandbox=runs.Sandbox(ctx.settings, backend))
+
+
+async def sandbox_run(ctx: StepContext, backend: Backend) -> StepResult:
+    return await runs.sandbox_run(ctx, sandbox=runs.Sandbox(ctx.settings, backend))
 
 
 def manifest(blobs: BlobStore, files: dict[str, str]) -> str:
@@ -159,7 +164,7 @@ async def test_passing_tests_are_counted(step_backend: Backend, tmp_path: Path) 
         tests={"tests/test_app.py": UNITTESTS.format(expected=-2), "tests/__init__.py": ""},
     )
     ctx = context(job, blobs, settings)
-    result = await runs.run_tests(ctx)
+    result = await run_tests(ctx, step_backend)
     assert result.outcome is Outcome.PASSED, result.summary
     assert result.summary.startswith("tests passed: 2 passed, 0 failed, 0 errors of 2 (unittest)")
     details = result.details
@@ -194,7 +199,7 @@ async def test_failing_tests_give_the_builder_the_failures(
         code={"app.py": APP},
         tests={"tests/test_app.py": UNITTESTS.format(expected=-3), "tests/__init__.py": ""},
     )
-    result = await runs.run_tests(context(job, blobs, settings))
+    result = await run_tests(context(job, blobs, settings), step_backend)
     assert result.outcome is Outcome.FAILED
     assert result.details["passed"] == 1
     assert result.details["failed"] == 1
@@ -232,7 +237,7 @@ async def test_a_test_run_that_runs_no_test_does_not_pass(
     job = job_at(
         Step.RUN_TESTS, blobs, plan=plan(), code={"app.py": APP}, tests=tests, command=command
     )
-    result = await runs.run_tests(context(job, blobs, settings))
+    result = await run_tests(context(job, blobs, settings), step_backend)
     assert result.outcome is Outcome.FAILED, result.summary
     assert result.details["exit_code"] in (0, 5)
     headline = result.summary.partition("\n")[0]
@@ -254,7 +259,7 @@ async def test_pytest_runs_with_resolved_dependencies(
         command=["pytest", "-q", "-p", "no:cacheprovider", "tests"],
     )
     ctx = context(job, blobs, settings)
-    result = await runs.run_tests(ctx)
+    result = await run_tests(ctx, step_backend)
     assert result.outcome is Outcome.PASSED, result.summary
     assert result.details["passed"] == 2
     assert result.details["total"] == 2
@@ -275,7 +280,7 @@ async def test_a_missing_dependency_fails_the_step_with_the_reason(
         code={"app.py": APP},
     )
     with pytest.raises(StepFailure) as failure:
-        await runs.run_tests(context(job, blobs, settings))
+        await run_tests(context(job, blobs, settings), step_backend)
     assert str(failure.value).startswith(
         "dependency vdo-no-such-package-zz>=1 cannot be installed: "
     )
@@ -294,7 +299,7 @@ async def test_a_hostile_requirements_file_fails_the_step(
         code={"app.py": APP, "requirements.txt": "--extra-index-url https://evil.example\n"},
     )
     with pytest.raises(StepFailure, match="refused the requirement"):
-        await runs.run_tests(context(job, blobs, settings))
+        await run_tests(context(job, blobs, settings), step_backend)
 
 
 @dataclass
@@ -325,28 +330,25 @@ async def test_at_most_the_configured_number_of_runs_go_at_once(
     backend: Backend, tmp_path: Path
 ) -> None:
     counting = Counting(backend)
-    runs.use_backend(counting)
-    try:
-        blobs = BlobStore(tmp_path / "blobs")
-        settings = settings_for(tmp_path, sandbox_concurrency=3)
-        slow = "import time\ntime.sleep(0.5)\n" + UNITTESTS.format(expected=-2)
-        contexts = [
-            context(
-                job_at(
-                    Step.RUN_TESTS,
-                    blobs,
-                    plan=plan(),
-                    code={"app.py": APP},
-                    tests={"tests/test_app.py": slow, "tests/__init__.py": ""},
-                ),
+    blobs = BlobStore(tmp_path / "blobs")
+    settings = settings_for(tmp_path, sandbox_concurrency=3)
+    slow = "import time\ntime.sleep(0.5)\n" + UNITTESTS.format(expected=-2)
+    contexts = [
+        context(
+            job_at(
+                Step.RUN_TESTS,
                 blobs,
-                settings,
-            )
-            for _ in range(10)
-        ]
-        results = await asyncio.gather(*(runs.run_tests(ctx) for ctx in contexts))
-    finally:
-        runs.use_backend(None)
+                plan=plan(),
+                code={"app.py": APP},
+                tests={"tests/test_app.py": slow, "tests/__init__.py": ""},
+            ),
+            blobs,
+            settings,
+        )
+        for _ in range(10)
+    ]
+    sandbox = runs.Sandbox(settings, counting)
+    results = await asyncio.gather(*(runs.run_tests(ctx, sandbox) for ctx in contexts))
     assert [r.outcome for r in results] == [Outcome.PASSED] * 10
     assert counting.peak == 3
     assert counting.active == 0
@@ -362,7 +364,7 @@ async def test_a_server_with_a_port_check_is_up(step_backend: Backend, tmp_path:
         code={"app.py": SERVER},
     )
     ctx = context(job, blobs, settings)
-    result = await runs.sandbox_run(ctx)
+    result = await sandbox_run(ctx, step_backend)
     assert result.outcome is Outcome.UP, result.summary
     details = result.details
     assert details["up"] is True
@@ -388,7 +390,7 @@ async def test_an_older_plans_output_check_and_a_crash(
         plan=plan(ready_check={"kind": "output_contains", "text": "report ready"}),
         code={"app.py": "print('the report ready at last')\n"},
     )
-    result = await runs.sandbox_run(context(job, blobs, settings))
+    result = await sandbox_run(context(job, blobs, settings), step_backend)
     assert result.outcome is Outcome.UP, result.summary
     assert result.details["ready_check"] == {"kind": "output", "text": "report ready"}
     crashed = job_at(
@@ -397,7 +399,7 @@ async def test_an_older_plans_output_check_and_a_crash(
         plan=plan(ready_check={"kind": "port", "port": 8000}),
         code={"app.py": "raise RuntimeError('no config file')\n"},
     )
-    down = await runs.sandbox_run(context(crashed, blobs, settings))
+    down = await sandbox_run(context(crashed, blobs, settings), step_backend)
     assert down.outcome is Outcome.DOWN
     assert down.details["up"] is False
     assert "exited with code 1" in down.details["ready_detail"]

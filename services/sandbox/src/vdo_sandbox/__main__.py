@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from functools import partial
 
 from vdo_kernel import logs
 from vdo_kernel.domain import Step
@@ -15,7 +16,7 @@ from vdo_kernel.service import run_step_service
 from vdo_kernel.settings import Settings
 from vdo_sandbox.backend import SandboxUnavailableError
 from vdo_sandbox.choose import choose_backend
-from vdo_sandbox.runs import run_tests, sandbox_run, use_backend
+from vdo_sandbox.runs import Sandbox, run_tests, sandbox_run
 
 SERVICE = "sandbox"
 
@@ -30,12 +31,12 @@ def main() -> None:
         log.error("no sandbox backend: refusing to start", reason=str(error))
         sys.exit(2)
     log.info("sandbox backend", backend=backend.name, runs_on=backend.describe())
-    use_backend(backend)
-    asyncio.run(
-        run_step_service(
-            SERVICE, {Step.RUN_TESTS: run_tests, Step.SANDBOX_RUN: sandbox_run}, settings
-        )
-    )
+    sandbox = Sandbox(settings, backend)
+    work = {
+        Step.RUN_TESTS: partial(run_tests, sandbox=sandbox),
+        Step.SANDBOX_RUN: partial(sandbox_run, sandbox=sandbox),
+    }
+    asyncio.run(run_step_service(SERVICE, work, settings))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The sandbox's two steps: running the tests, and starting the approved result.
 
 Both write the job's files into a fresh workspace, resolve the project's dependencies outside
-the sandbox (binary wheels only, cached), run one command on the sandbox backend chosen for
-this process, stream its output to the job's live log, keep the output as a blob, and remove
-the workspace. At most `sandbox_concurrency` runs go at once in a process.
+the sandbox (binary wheels only, cached), run one command on the service's sandbox backend
+(`Sandbox`, bound to the steps by the service), stream its output to the job's live log, keep
+the output as a blob, and remove the workspace. At most `sandbox_concurrency` runs go at once in
+a process.
 """
 
 from __future__ import annotations
@@ -37,44 +38,33 @@ STAYS_UP_MARGIN_SECONDS = 30.0
 SUMMARY_LINES = 60  # of failing output in a failed step's summary (the builder's feedback)
 STREAM = "sandbox"
 
-_backend: Backend | None = None
-_limiters: dict[tuple[int, int], asyncio.Semaphore] = {}
-_caches: dict[Path, DependencyCache] = {}
+# ---- what the service holds --------------------------------------------------------------
 
 
-# ---- the backend and the process-wide limits ------------------------------------------------
+class Sandbox:
+    """What the sandbox service holds for its life, bound to its steps as the AI services bind
+    their models: the backend generated code runs on (chosen on first use unless given), the
+    limit of `sandbox_concurrency` runs at once, and the cache of resolved dependencies."""
 
+    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self._backend = backend
+        self.limiter = asyncio.Semaphore(settings.sandbox_concurrency)
+        self.dependencies = DependencyCache(settings.wheels_dir)
 
-def use_backend(backend: Backend | None) -> None:
-    """Run on `backend` from now on (None: choose again, lazily, from the settings)."""
-    global _backend
-    _backend = backend
-
-
-def backend_for(settings: Settings) -> Backend:
-    """This process's backend: chosen once, on first use, from the settings."""
-    global _backend
-    if _backend is None:
-        try:
-            _backend = choose_backend(settings)
-        except SandboxUnavailableError as error:
-            raise StepFailure(f"no sandbox to run generated code in: {error}") from error
-        log.info("sandbox backend chosen", backend=_backend.name, runs_on=_backend.describe())
-    return _backend
-
-
-def _limiter(settings: Settings) -> asyncio.Semaphore:
-    key = (id(asyncio.get_running_loop()), settings.sandbox_concurrency)
-    if key not in _limiters:
-        _limiters[key] = asyncio.Semaphore(settings.sandbox_concurrency)
-    return _limiters[key]
-
-
-def dependency_cache(settings: Settings) -> DependencyCache:
-    root = settings.wheels_dir
-    if root not in _caches:
-        _caches[root] = DependencyCache(root)
-    return _caches[root]
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            try:
+                self._backend = choose_backend(self.settings)
+            except SandboxUnavailableError as error:
+                raise StepFailure(f"no sandbox to run generated code in: {error}") from error
+            log.info(
+                "sandbox backend chosen",
+                backend=self._backend.name,
+                runs_on=self._backend.describe(),
+            )
+        return self._backend
 
 
 # ---- files --------------------------------------------------------------------------------
@@ -204,7 +194,11 @@ def _uses_pytest(command: tuple[str, ...]) -> bool:
 
 
 async def _dependencies(
-    ctx: StepContext, workspace: Path, plan: dict[str, Any], command: tuple[str, ...]
+    ctx: StepContext,
+    sandbox: Sandbox,
+    workspace: Path,
+    plan: dict[str, Any],
+    command: tuple[str, ...],
 ) -> Resolved:
     declared = plan.get("dependencies") or []
     if not isinstance(declared, list) or not all(isinstance(d, str) for d in declared):
@@ -221,7 +215,7 @@ async def _dependencies(
         return Resolved()
     shown = ", ".join(sorted(set(requirements)))
     ctx.emit(STREAM, f"[sandbox] dependencies: {shown}")
-    resolved = await dependency_cache(ctx.settings).resolve(
+    resolved = await sandbox.dependencies.resolve(
         requirements, on_line=lambda line: ctx.emit(STREAM, f"[sandbox] {line}")
     )
     ctx.emit(
@@ -235,9 +229,9 @@ async def _dependencies(
 # ---- running ------------------------------------------------------------------------------
 
 
-async def _run(ctx: StepContext, spec: RunSpec) -> tuple[RunResult, str]:
-    backend = backend_for(ctx.settings)
-    async with _limiter(ctx.settings):
+async def _run(ctx: StepContext, sandbox: Sandbox, spec: RunSpec) -> tuple[RunResult, str]:
+    backend = sandbox.backend
+    async with sandbox.limiter:
         ctx.emit(STREAM, f"[sandbox] $ {shlex.join(spec.command)}  ({backend.name})")
         try:
             result = await backend.run(spec, on_line=lambda line: ctx.emit(STREAM, line))
@@ -266,7 +260,7 @@ def _notes(result: RunResult) -> list[str]:
     return notes
 
 
-async def run_tests(ctx: StepContext) -> StepResult:
+async def run_tests(ctx: StepContext, sandbox: Sandbox) -> StepResult:
     code = _artifact(ctx, Step.BUILD, "files")
     tests = _artifact(ctx, Step.WRITE_TESTS, "tests")
     written = ctx.job.record(Step.WRITE_TESTS, ctx.due.attempt).details.get("command")
@@ -275,7 +269,7 @@ async def run_tests(ctx: StepContext) -> StepResult:
     workspace = _workspace(ctx)
     try:
         await asyncio.to_thread(materialise, ctx, workspace, [code, tests])
-        resolved = await _dependencies(ctx, workspace, plan, command)
+        resolved = await _dependencies(ctx, sandbox, workspace, plan, command)
         spec = RunSpec(
             workspace=workspace,
             command=command,
@@ -283,7 +277,7 @@ async def run_tests(ctx: StepContext) -> StepResult:
             env=resolved.env(),
             mounts=resolved.mounts(),
         )
-        result, backend = await _run(ctx, spec)
+        result, backend = await _run(ctx, sandbox, spec)
     finally:
         await asyncio.to_thread(_remove, workspace)
     counts = parse_counts(result.output)
@@ -382,7 +376,7 @@ def _ready_check_details(check: ReadyCheck) -> dict[str, Any]:
     return {"kind": "output", "text": check.text}
 
 
-async def sandbox_run(ctx: StepContext) -> StepResult:
+async def sandbox_run(ctx: StepContext, sandbox: Sandbox) -> StepResult:
     plan = _plan(ctx)
     command = _command(plan.get("run_command"), "the plan's run command")
     check = ready_check_from(plan.get("ready_check"))
@@ -394,7 +388,7 @@ async def sandbox_run(ctx: StepContext) -> StepResult:
     workspace = _workspace(ctx)
     try:
         await asyncio.to_thread(materialise, ctx, workspace, [_artifact(ctx, Step.BUILD, "files")])
-        resolved = await _dependencies(ctx, workspace, plan, command)
+        resolved = await _dependencies(ctx, sandbox, workspace, plan, command)
         spec = RunSpec(
             workspace=workspace,
             command=command,
@@ -403,7 +397,7 @@ async def sandbox_run(ctx: StepContext) -> StepResult:
             mounts=resolved.mounts(),
             ready=check,
         )
-        result, backend = await _run(ctx, spec)
+        result, backend = await _run(ctx, sandbox, spec)
     finally:
         await asyncio.to_thread(_remove, workspace)
     up = result.ready is True
