@@ -29,6 +29,7 @@ from vdo_kernel.domain import (
     Phase,
     Status,
     Step,
+    admits,
     step_after,
     step_named,
 )
@@ -204,6 +205,13 @@ def test_only_a_queued_job_is_admitted() -> None:
 def test_the_priority_is_kept_from_the_submission() -> None:
     assert Job.submit(title="t", description="d", priority=9).priority == 9
     assert Job.submit(title="t", description="d", priority=0).priority == 0
+
+
+def test_an_admission_or_a_steps_start_lets_a_job_run() -> None:
+    assert [kind for kind in ("JobSubmitted", "JobAdmitted", "StepStarted") if admits(kind)] == [
+        "JobAdmitted",
+        "StepStarted",
+    ]
 
 
 def test_a_job_submitted_before_the_queue_existed_with_steps_counts_as_admitted() -> None:

@@ -312,8 +312,7 @@ class Job(Aggregate):
         def apply(self, aggregate: Aggregate) -> None:
             job = _job(aggregate)
             job.status = Status.RUNNING
-            # A job submitted before the queue existed has no admission: its first step's start
-            # stands for one.
+            # A step's start counts as an admission (`ADMITTING_EVENTS`).
             job.admitted = True
             job.step_record(self.step, self.attempt).started = True
 
@@ -945,3 +944,12 @@ EVENT_TYPES: dict[str, type[Job.Event]] = {
     "JobCancelled": Job.Cancelled,
 }
 EVENT_NAMES: dict[type[Job.Event], str] = {cls: name for name, cls in EVENT_TYPES.items()}
+
+# The events that let a job run: its admission by the queue, and, for a job submitted before
+# the queue existed (it has no admission), its first step's start, which stands for one.
+ADMITTING_EVENTS: frozenset[str] = frozenset({"JobAdmitted", "StepStarted"})
+
+
+def admits(event_type: str) -> bool:
+    """Whether an event of this type lets the job run (see `ADMITTING_EVENTS`)."""
+    return event_type in ADMITTING_EVENTS

@@ -141,7 +141,8 @@ def _attempt_started(conn: Connection, event: StoredJobEvent) -> None:
 def _step_started(conn: Connection, event: StoredJobEvent) -> None:
     data = event.data
     conn.execute(
-        # (A job submitted before the queue existed leaves it with its first step's start.)
+        # (A step's start counts as an admission, `ADMITTING_EVENTS`: a job submitted before
+        # the queue existed leaves it so.)
         "UPDATE vdo_read.jobs SET status = %s, phase = %s, step = %s, "
         "started_at = COALESCE(started_at, %s), queued_position = NULL WHERE id = %s",
         (Status.RUNNING.value, data["phase"], data["step"], event.timestamp, event.job_id),

@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from typing import Final
 from uuid import UUID
 
-from vdo_kernel.domain import DEFAULT_PRIORITY
+from vdo_kernel.domain import ADMITTING_EVENTS, DEFAULT_PRIORITY, admits
 from vdo_kernel.store import StoredJobEvent
 from vdo_kernel.subjects import END_EVENTS
 
-# The event types that change the queue. `StepStarted` only for jobs submitted before there was
-# a queue: their first step's start stands for their admission.
+# The event types that change the queue: what queues a job, what lets it run (its admission,
+# or a step's start for jobs submitted before there was a queue), and what ends it.
 QUEUE_TYPES: Final = (
     "JobSubmitted",
-    "JobAdmitted",
     "JobRetried",
-    "StepStarted",
+    *sorted(ADMITTING_EVENTS),
     *sorted(END_EVENTS),
 )
 
@@ -80,7 +79,7 @@ class Queue:
                 priority=int(data["priority"]),
                 queued_at=event.position,
             )
-        elif event.type in ("JobAdmitted", "StepStarted"):
+        elif admits(event.type):
             entry = self.jobs.get(job_id)
             if entry is not None:
                 entry.running = True
