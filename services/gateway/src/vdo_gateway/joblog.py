@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from vdo_kernel.blobs import BlobNotFoundError, BlobStore
-from vdo_kernel.domain import STEP_PHASE, Step
+from vdo_kernel.domain import REJECTING_OUTCOMES, STEP_PHASE, Step
 from vdo_kernel.store import StoredJobEvent
 
 Stream = Literal["event", "model", "sandbox"]
@@ -134,9 +134,7 @@ def describe(kind: str, data: dict[str, Any]) -> tuple[str, Level]:
         case "StepFinished":
             outcome = str(data.get("outcome"))
             summary = str(data.get("summary") or "")
-            level: Level = (
-                "warning" if outcome in ("failed", "changes_requested", "down") else "info"
-            )
+            level: Level = "warning" if outcome in REJECTING_OUTCOMES.values() else "info"
             return f"{step} {outcome}" + (f": {summary}" if summary else ""), level
         case "StepFailed":
             return f"{step} could not be done: {data.get('reason')}", "error"
