@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from vdo_cli.client import ClientError, database_url, read_stack_file, redact_url
+from vdo_cli.ownership import DataDirectoryInUseError, DataDirectoryLock
 from vdo_cli.views import make_console
 from vdo_kernel.blobs import BlobStore
 from vdo_kernel.bootstrap import admins, token_file
@@ -259,6 +260,7 @@ def _servers(settings: Settings, console: Console) -> Iterator[_Servers]:
     url = settings.database_url or (stack.database_url if stack else None)
     nats_url = settings.nats_url or (stack.nats_url if stack else None)
     nats_dir = settings.home / "nats"
+    ownership = DataDirectoryLock(settings.home, purpose="a vdo command on the stopped stack")
     servers = _Servers(
         database_url="",
         nats_url=nats_url,
@@ -272,6 +274,12 @@ def _servers(settings: Settings, console: Console) -> Iterator[_Servers]:
             else:
                 from vdo_cli.embedded import EmbeddedPostgres
 
+                # The stopped stack's servers are this command's while it runs: no stack
+                # may start on the directory meanwhile (nor may this run beside one).
+                try:
+                    ownership.acquire()
+                except DataDirectoryInUseError as exc:
+                    raise ClientError(str(exc)) from None
                 postgres = EmbeddedPostgres(postgres_dir)
                 try:
                     postgres.start()
@@ -291,6 +299,7 @@ def _servers(settings: Settings, console: Console) -> Iterator[_Servers]:
     finally:
         for server in reversed(servers.started):
             server.stop()
+        ownership.release()
 
 
 def _make_stream(url: str, settings: Settings, *, anew: bool) -> None:

@@ -30,6 +30,7 @@ from typing import IO, Any
 import httpx
 
 from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent
+from vdo_cli.ownership import DataDirectoryLock
 from vdo_kernel.settings import Settings
 
 # In start order: the relay first (nothing reaches a service before it runs), the gateway last.
@@ -104,6 +105,7 @@ class Stack:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self.events: list[str] = []  # what the supervisor did (restarts), for tests and logs
+        self.ownership = DataDirectoryLock(self.home)
 
     # ---- where things are -----------------------------------------------------------
 
@@ -141,6 +143,8 @@ class Stack:
             )
         self.home.mkdir(parents=True, exist_ok=True)
         self._say("stack", f"data directory {self.home}")
+        # Before anything is touched: no second stack on this data directory.
+        self.ownership.acquire()
         if self.settings.database_url:
             self._say("stack", "using external PostgreSQL (VDO_DATABASE_URL)")
         else:
@@ -383,7 +387,10 @@ class Stack:
             self.nats.stop()
         if self.postgres is not None:
             self.postgres.stop()
-        self.info_path.unlink(missing_ok=True)
+        if self.ownership.held:
+            # Only the owner's: a start refused here leaves the running stack's file alone.
+            self.info_path.unlink(missing_ok=True)
+            self.ownership.release()
         self._say("stack", "stopped")
 
     def models_in_force(self) -> list[str]:
