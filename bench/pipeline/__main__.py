@@ -123,7 +123,10 @@ def cpu_seconds(stack: Stack) -> dict[str, float]:
 
 
 async def bench(stack: Stack, jobs: int, parallel: int, limit: float) -> None:
-    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as api:
+    # The first admin's token, which the stack keeps for the CLI at its first start.
+    token = (stack.home / "admin-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60, headers=headers) as api:
         # Warm up every service (first requests, prepared statements, imports).
         baseline = (await api.get("/api/stats")).json()
         await submit_all(api, 3, 3)
