@@ -318,6 +318,21 @@ async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
     assert isinstance(wrong_method.json()["detail"], str)
 
 
+async def test_an_offset_beyond_what_the_database_holds_is_a_clear_422(
+    client: httpx.AsyncClient,
+) -> None:
+    job = (await client.post("/api/jobs", json={"title": "t", "description": "d"})).json()["id"]
+    for path in ("/api/jobs", f"/api/jobs/{job}/calls", "/api/templates"):
+        huge = await client.get(path, params={"offset": 2**63})
+        assert huge.status_code == 422, (path, huge.text)
+        assert "query parameter 'offset'" in huge.json()["detail"]
+        largest = await client.get(path, params={"offset": 2**62})
+        assert largest.status_code == 200, (path, largest.text)
+        assert largest.json()["items"] == []
+    after = await client.get(f"/api/jobs/{job}/events", params={"after": 2**64})
+    assert after.status_code == 422
+
+
 async def test_health_reports_each_component_and_the_lags(
     settings: Settings, nats_server: EmbeddedNats, client: httpx.AsyncClient
 ) -> None:

@@ -15,6 +15,9 @@ from vdo_kernel.store import JobStore
 # Waiting longer than this for a pooled connection means the database is in trouble: answer
 # 503 rather than hang the request.
 POOL_WAIT_SECONDS = 5.0
+# The largest offset or position a query takes: PostgreSQL's bigint holds it, so a larger one
+# is a 422 that says so rather than a failed query.
+MAX_POSITION = 2**62
 
 
 def get_resources(request: Request) -> Resources:

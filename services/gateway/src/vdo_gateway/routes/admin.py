@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from vdo_gateway.auth import require_admin
-from vdo_gateway.deps import POOL_WAIT_SECONDS, ResourcesDep
+from vdo_gateway.deps import MAX_POSITION, POOL_WAIT_SECONDS, ResourcesDep
 from vdo_gateway.models import BundleLoaded, ErrorPublic, VerifyReportPublic
 from vdo_gateway.resources import NoAnswerError, Resources
 from vdo_gateway.spool import receive_to, send_from
@@ -103,7 +103,12 @@ async def get_backup(resources: ResourcesDep) -> StreamingResponse:
 async def get_export(
     resources: ResourcesDep,
     since: Annotated[
-        int, Query(ge=0, description="only the events after this position (0: the whole log)")
+        int,
+        Query(
+            ge=0,
+            le=MAX_POSITION,
+            description="only the events after this position (0: the whole log)",
+        ),
     ],
 ) -> StreamingResponse:
     return await _download(resources, since=since, name=f"vdo-export-{since}")

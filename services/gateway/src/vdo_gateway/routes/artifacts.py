@@ -33,7 +33,7 @@ from vdo_gateway.artifacts import (
     zip_stream,
 )
 from vdo_gateway.auth import Principal, PrincipalDep
-from vdo_gateway.deps import SettingsDep, StoreDep
+from vdo_gateway.deps import MAX_POSITION, SettingsDep, StoreDep
 from vdo_gateway.history import visible_history
 from vdo_gateway.models import ErrorPublic
 from vdo_kernel.blobs import BlobStore
@@ -157,7 +157,7 @@ def list_artifacts(
     settings: SettingsDep,
     attempt: Attempt = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> ArtifactTree:
     """The files of an attempt's result: the builder's and the tester's, each with its size,
     sha256 and the step that wrote it."""
@@ -264,7 +264,7 @@ def diff_attempts(
         Query(alias="to", ge=1, le=ATTEMPT_MAX, description="default: the last with files"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> AttemptsDiff:
     """What changed in the result from one attempt to another, file by file (unified diffs)."""
     with _answering():

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from vdo_gateway.auth import PrincipalDep
-from vdo_gateway.deps import SettingsDep, StoreDep
+from vdo_gateway.deps import MAX_POSITION, SettingsDep, StoreDep
 from vdo_gateway.history import visible_history
 from vdo_gateway.joblog import LogFilter, LogLine, job_log
 from vdo_gateway.models import ErrorPublic
@@ -86,7 +86,7 @@ def get_job_log(
         Query(description="replies: each model reply's text too, line by line"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> JobLogPage:
     """The job's log: every step's start and result (with its summary), every model call's try
     (outcome, error, tokens, cost), every run's output line by line, and with

@@ -19,7 +19,14 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from vdo_gateway.auth import ActorDep, Principal, PrincipalDep
-from vdo_gateway.deps import POOL_WAIT_SECONDS, ReadDbDep, ResourcesDep, SettingsDep, StoreDep
+from vdo_gateway.deps import (
+    MAX_POSITION,
+    POOL_WAIT_SECONDS,
+    ReadDbDep,
+    ResourcesDep,
+    SettingsDep,
+    StoreDep,
+)
 from vdo_gateway.history import visible_history
 from vdo_gateway.models import (
     ErrorPublic,
@@ -96,7 +103,7 @@ def list_jobs(
     db: ReadDbDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     status: Status | None = None,
     owner: Annotated[
         str | None,
@@ -178,7 +185,7 @@ def get_job_calls(
     store: StoreDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
 ) -> ModelCallsPage:
     """The job's model calls, one item per try (a retry or a fallback is another try of the
     same call), in the order they were started: route, outcome, error, tokens, cost, latency."""
@@ -207,7 +214,10 @@ def get_job_events(
     store: StoreDep,
     principal: PrincipalDep,
     after: Annotated[
-        int, Query(ge=0, description="only events after this global position (to resume)")
+        int,
+        Query(
+            ge=0, le=MAX_POSITION, description="only events after this global position (to resume)"
+        ),
     ] = 0,
 ) -> JobEvents:
     """The job's history in order, each event with its global position."""

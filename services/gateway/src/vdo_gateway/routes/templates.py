@@ -24,7 +24,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vdo_gateway.auth import ActorDep, Principal, PrincipalDep
-from vdo_gateway.deps import POOL_WAIT_SECONDS, ReadDbDep, ResourcesDep, StoreDep
+from vdo_gateway.deps import MAX_POSITION, POOL_WAIT_SECONDS, ReadDbDep, ResourcesDep, StoreDep
 from vdo_gateway.models import ErrorPublic, JobCreate, Routes
 from vdo_gateway.resources import Resources
 from vdo_gateway.templates import (
@@ -261,7 +261,7 @@ async def list_templates(
     principal: PrincipalDep,
     resources: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     builtin: Annotated[
         bool | None,
         Query(description="true: only the built-in templates; false: only the users'"),
