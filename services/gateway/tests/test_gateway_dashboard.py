@@ -56,6 +56,31 @@ async def test_the_build_is_served_with_its_page_for_every_address(build: Path) 
         assert (await web.head("/")).status_code == 200
 
 
+async def test_scripts_styles_and_the_page_go_gzipped_to_a_browser_that_takes_it(
+    build: Path,
+) -> None:
+    bundle = b"".join(b"export const part%d = 'dashboard code %d';\n" % (i, i) for i in range(4000))
+    (build / "assets" / "index-big.js").write_bytes(bundle)
+    (build / "assets" / "logo.png").write_bytes(b"\x89PNG" + bytes(4096))
+    async with static_app(build) as web:
+        zipped = await web.get("/assets/index-big.js", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert zipped.content == bundle  # as the browser reads it
+        assert zipped.num_bytes_downloaded < len(bundle) / 3
+        assert "immutable" in zipped.headers["cache-control"]
+        assert zipped.headers["vary"] == "Accept-Encoding"
+        assert zipped.headers["content-type"].startswith("text/javascript")
+        plain = await web.get("/assets/index-big.js", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers
+        assert plain.content == bundle
+        # Already compressed, or too small to be worth it: sent as it is.
+        image = await web.get("/assets/logo.png", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in image.headers
+        small = await web.get("/assets/index-3f2a1b.js", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in small.headers
+        assert small.content == SCRIPT
+
+
 async def test_no_file_outside_the_build_is_served(build: Path) -> None:
     async with static_app(build) as web:
         for path in ("/../secret.txt", "/assets/..%2F..%2Fsecret.txt", "/%2e%2e/secret.txt"):
