@@ -16,6 +16,7 @@ from rich.table import Table
 
 from vdo_cli.client import ClientError, database_url
 from vdo_cli.stack import read_stored_secrets
+from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.secrets import SecretStoreError
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepFailure
@@ -27,8 +28,6 @@ from vdo_models.session import (
     provider_sources,
     resolve_routes,
 )
-
-PHASES = ("planner", "builder", "tester", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def phase_routes_table(
     """Each phase's routes (main → fallbacks), and why."""
     rows: dict[str, str] = {}
     why: dict[str, str] = {}
-    for phase in PHASES:
+    for phase in AI_PHASES:
         try:
             routing = resolve_routes(phase, {}, settings, configured)
         except StepFailure as error:

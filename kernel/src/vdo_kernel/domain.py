@@ -126,15 +126,26 @@ PHASE_FIRST_STEP: dict[Phase, Step] = {
 # since the plan is made once per job.
 ATTEMPT_START: Step = PIPELINE[1]
 
-# The AI phase (role) whose models a step's calls use, as model routes name them; the steps
-# not listed (running the tests, the sandbox run) call no model.
-STEP_ROLE: dict[str, str] = {
-    Step.PLAN: "planner",
-    Step.BUILD: "builder",
-    Step.WRITE_TESTS: "tester",
-    Step.REVIEW: "reviewer",
+
+class Role(enum.StrEnum):
+    """An AI phase: the service that does a step with a model, as model routes name it."""
+
+    PLANNER = "planner"
+    BUILDER = "builder"
+    TESTER = "tester"
+    REVIEWER = "reviewer"
+
+
+# The AI phase (role) whose models a step's calls use; the steps not listed (running the tests,
+# the sandbox run) call no model.
+STEP_ROLE: dict[str, Role] = {
+    Step.PLAN: Role.PLANNER,
+    Step.BUILD: Role.BUILDER,
+    Step.WRITE_TESTS: Role.TESTER,
+    Step.REVIEW: Role.REVIEWER,
 }
-AI_PHASES: tuple[str, ...] = tuple(STEP_ROLE.values())
+# The AI phases in the pipeline's order.
+AI_PHASES: tuple[Role, ...] = tuple(STEP_ROLE.values())
 
 
 def step_after(step: Step, outcome: Outcome) -> Step | None:

@@ -18,12 +18,15 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    Strict,
+    WithJsonSchema,
     computed_field,
     field_validator,
 )
 
 from vdo_kernel.accounts import TOKEN_NAME_MAX, Token, User
 from vdo_kernel.domain import (
+    AI_PHASES,
     DEFAULT_PRIORITY,
     DESCRIPTION_MAX,
     MAX_ATTEMPTS_LIMIT,
@@ -34,6 +37,7 @@ from vdo_kernel.domain import (
     STEP_PHASE,
     TITLE_MAX,
     Job,
+    Role,
     Status,
     Step,
 )
@@ -59,7 +63,13 @@ ROUTE_MAX: Final = 200
 # A model's name: printable, no spaces (e.g. claude-sonnet-4-5, gpt-4.1, org/model:tag).
 _MODEL_NAME: Final = re.compile(r"[^\s\x00-\x1f\x7f]+")
 
-AiPhase = Literal["planner", "builder", "tester", "reviewer"]
+# An AI phase's name (requests are JSON, validated in Python's mode: a name, not an instance),
+# published as the names inline.
+AiPhase = Annotated[
+    Role,
+    Strict(False),
+    WithJsonSchema({"type": "string", "enum": [role.value for role in AI_PHASES]}),
+]
 
 
 def copied_fields(names: Iterable[str], source: object, **overrides: Any) -> dict[str, Any]:

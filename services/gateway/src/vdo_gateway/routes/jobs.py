@@ -87,7 +87,7 @@ def submit_job(
             body.budget_usd if body.budget_usd is not None else settings.default_budget_usd
         ),
         submitted_by=principal.name,
-        routes={phase: list(chain) for phase, chain in (body.routes or {}).items()},
+        routes={str(phase): list(chain) for phase, chain in (body.routes or {}).items()},
         priority=body.priority if body.priority is not None else DEFAULT_PRIORITY,
     )
     (position,) = store.save(job)
