@@ -108,3 +108,23 @@ async def test_a_second_relay_stands_by(
         stop.set()
         await asyncio.gather(*tasks)
         store.close()
+
+
+async def test_an_idle_relay_waits_for_commits_and_stops_at_once(
+    database_url: str, bus: tuple[Client, JetStreamContext]
+) -> None:
+    _, js = bus
+    store = JobStore(database_url)
+    stop = asyncio.Event()
+    relay = Relay(store, js, database_url)  # the default safety interval: a minute
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(store.save, Job.submit(title="t", description="d"))
+        async with asyncio.timeout(3):
+            while relay.published < 1:
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 2)
+        store.close()

@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from vdo_kernel import logs
 from vdo_kernel.bus import EventMessage
+from vdo_kernel.follow import SAFETY_SECONDS, listen, next_commit
 from vdo_kernel.leadership import become_leader
 from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore, StoredJobEvent
@@ -60,7 +61,7 @@ class Relay:
         database_url: str,
         *,
         batch_size: int = 500,
-        idle_poll_seconds: float = 1.0,
+        idle_poll_seconds: float = SAFETY_SECONDS,
     ) -> None:
         self.store = store
         self.js = js
@@ -69,6 +70,8 @@ class Relay:
         self.idle_poll_seconds = idle_poll_seconds
         self.position = 0
         self.published = 0
+        # Whether the last look at the store found nothing left to publish.
+        self.caught_up = False
         self._reader: psycopg.AsyncConnection[Any] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -81,20 +84,23 @@ class Relay:
                 conn, RELAY_LOCK_KEY, stop, waiting="another relay is publishing; standing by"
             ):
                 return
-            channel = self.store.recorder.channel_name
-            await conn.execute(f'LISTEN "{channel}"')
+            # On the lock's connection: a commit heard there also says the lock is still ours.
+            await listen(conn, self.store.recorder.channel_name)
             self.position = await last_published_position(self.js)
             log.info("relay started", after_position=self.position)
             while not stop.is_set():
-                sent = await self.publish_pending()
-                if sent == 0:
-                    await self._wait_for_commit(conn, stop)
+                await self.publish_pending()
+                if self.caught_up:
+                    # A NOTIFY arrives with each commit; the timeout is a safety net, not the
+                    # mechanism.
+                    await next_commit(conn, stop, self.idle_poll_seconds)
 
     async def publish_pending(self) -> int:
         """Publish every event stored after the last published one; returns how many."""
         total = 0
         while True:
             events = await self._read()
+            self.caught_up = not events
             if not events:
                 return total
             for event in events:
@@ -108,6 +114,7 @@ class Relay:
                     log.warning("relay publish failed; resuming from the stream", exc_info=True)
                     await asyncio.sleep(0.5)
                     self.position = await self._resume_position()
+                    self.caught_up = False  # what failed is sent again at once
                     return total
                 self.position = event.position
                 self.published += 1
@@ -128,14 +135,6 @@ class Relay:
                 return await last_published_position(self.js)
             except Exception:
                 await asyncio.sleep(0.5)
-
-    async def _wait_for_commit(self, conn: psycopg.AsyncConnection, stop: asyncio.Event) -> None:
-        # A NOTIFY arrives with each commit; the timeout is a safety net, not the mechanism.
-        try:
-            async for _ in conn.notifies(timeout=self.idle_poll_seconds, stop_after=1):
-                break
-        except psycopg.OperationalError:
-            raise
 
 
 async def run_relay(settings: Settings | None = None) -> None:
