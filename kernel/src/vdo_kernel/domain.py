@@ -127,7 +127,7 @@ PHASE_FIRST_STEP: dict[Phase, Step] = {
 ATTEMPT_START: Step = PIPELINE[1]
 
 
-class Role(enum.StrEnum):
+class AiPhase(enum.StrEnum):
     """An AI phase: the service that does a step with a model, as model routes name it."""
 
     PLANNER = "planner"
@@ -138,14 +138,14 @@ class Role(enum.StrEnum):
 
 # The AI phase (role) whose models a step's calls use; the steps not listed (running the tests,
 # the sandbox run) call no model.
-STEP_ROLE: dict[str, Role] = {
-    Step.PLAN: Role.PLANNER,
-    Step.BUILD: Role.BUILDER,
-    Step.WRITE_TESTS: Role.TESTER,
-    Step.REVIEW: Role.REVIEWER,
+STEP_ROLE: dict[str, AiPhase] = {
+    Step.PLAN: AiPhase.PLANNER,
+    Step.BUILD: AiPhase.BUILDER,
+    Step.WRITE_TESTS: AiPhase.TESTER,
+    Step.REVIEW: AiPhase.REVIEWER,
 }
 # The AI phases in the pipeline's order.
-AI_PHASES: tuple[Role, ...] = tuple(STEP_ROLE.values())
+AI_PHASES: tuple[AiPhase, ...] = tuple(STEP_ROLE.values())
 
 
 def step_after(step: Step, outcome: Outcome) -> Step | None:

@@ -36,8 +36,8 @@ from vdo_kernel.domain import (
     STATUS_LABELS,
     STEP_PHASE,
     TITLE_MAX,
+    AiPhase,
     Job,
-    Role,
     Status,
     Step,
 )
@@ -65,10 +65,10 @@ _MODEL_NAME: Final = re.compile(r"[^\s\x00-\x1f\x7f]+")
 
 # An AI phase's name (requests are JSON, validated in Python's mode: a name, not an instance),
 # published as the names inline.
-AiPhase = Annotated[
-    Role,
+AiPhaseName = Annotated[
+    AiPhase,
     Strict(False),
-    WithJsonSchema({"type": "string", "enum": [role.value for role in AI_PHASES]}),
+    WithJsonSchema({"type": "string", "enum": [phase.value for phase in AI_PHASES]}),
 ]
 
 
@@ -108,7 +108,7 @@ Route = Annotated[
     AfterValidator(normalise_route),
 ]
 Routes = dict[
-    AiPhase,
+    AiPhaseName,
     Annotated[
         list[Route],
         Field(
