@@ -65,13 +65,15 @@ STEP_TRIGGERS: Final[dict[Step, tuple[str, ...]]] = {step: _triggers(step) for s
 # is doing for that job.
 JOB_CANCELLED: Final = event_subject("JobCancelled")
 
-# Durable consumer names; replicas of one service share their service's consumer.
-CONSUMER_PROJECTOR: Final = "projector"
+# The durable consumer projectors were once woken through: they follow the store now, and
+# delete it when they find it (`vdo_projector.service.retire_bus_consumer`).
+RETIRED_CONSUMER_PROJECTOR: Final = "projector"
 # The scheduler's name in the tracking records of its admissions.
 SCHEDULER: Final = "scheduler"
 
 
 def step_consumer(step: Step) -> str:
+    """A step's durable consumer; the replicas of the service doing it share it."""
     return f"step-{step.value.replace('_', '-')}"
 
 

@@ -1,4 +1,4 @@
-"""The projection on a real PostgreSQL (and, for the service, a real JetStream): in order,
+"""The projection on a real PostgreSQL (the service following the store's commits): in order,
 exactly once, and a rebuild from the log compares equal to the live read models."""
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.persistence import PersistenceError
 
 from vdo_kernel import readmodels
 from vdo_kernel.accounts import Role, Token, User, new_token
-from vdo_kernel.bus import connect, ensure_stream
-from vdo_kernel.consumer import Delivery, Subscription
 from vdo_kernel.domain import Job, Outcome, Step
-from vdo_kernel.relay import Relay, to_message
 from vdo_kernel.store import JobStore
-from vdo_kernel.subjects import ALL_EVENTS, CONSUMER_PROJECTOR
 from vdo_projector.projection import Projection, checksums, rebuild
 from vdo_projector.service import Projector
 
@@ -403,39 +400,35 @@ def test_projection_applies_every_event_in_order(
         ]
 
 
-async def test_the_same_message_twice_changes_nothing(
+async def test_catching_up_to_the_same_position_twice_changes_nothing(
     database_url: str, store: JobStore, projection: Projection
 ) -> None:
-    projector = Projector(projection)
     submit(store)
-    first = to_message(store.read(after=0)[0])
-    await projector.handle(Delivery(first, 1))
+    first = store.read(after=0)[0].position
+    await asyncio.to_thread(projection.catch_up, first)
     before = checksums(database_url)
-    await projector.handle(Delivery(first, 2))
+    await asyncio.to_thread(projection.catch_up, first)
     assert checksums(database_url) == before
     assert projection.position() == 1
 
 
-async def test_out_of_order_and_duplicate_messages_give_the_right_result(
+async def test_catch_ups_to_positions_out_of_order_and_repeated_give_the_right_result(
     database_url: str, store: JobStore, projection: Projection
 ) -> None:
-    projector = Projector(projection)
     delivered: list[int] = []
 
     def deliver_something() -> None:
-        # Deliver a random earlier message (late, repeated, or ahead of others) after each
-        # change: what gets applied is whatever the store holds, in its order.
+        # Catch up to a random earlier position (late, repeated, or ahead of others) after
+        # each change: what gets applied is whatever the store holds, in its order.
         events = store.read(after=0, limit=10_000)
-        message = to_message(random.choice(events))
-        delivered.append(message.position)
-        asyncio.run_coroutine_threadsafe(projector.handle(Delivery(message, 1)), loop).result()
+        position = random.choice(events).position
+        delivered.append(position)
+        projection.catch_up(position)
 
-    loop = asyncio.get_running_loop()
     random.seed(7)
     await asyncio.to_thread(history, store, deliver_something)
     assert delivered != sorted(delivered)
-    latest = to_message(store.read(after=store.max_position() - 1)[0])
-    await projector.handle(Delivery(latest, 1))
+    await asyncio.to_thread(projection.catch_up, store.max_position())
     live = checksums(database_url)
     summary = rebuild(database_url)
     assert summary.checksums == live == checksums(database_url)
@@ -504,29 +497,13 @@ def test_two_replicas_apply_each_event_exactly_once(database_url: str, store: Jo
             replica.close()
 
 
-async def test_the_projector_follows_the_bus(
-    database_url: str, nats_url: str, store: JobStore, projection: Projection
+async def test_the_projector_follows_the_store(
+    database_url: str, store: JobStore, projection: Projection
 ) -> None:
-    nc = await connect(nats_url, name="test")
-    js = nc.jetstream()
-    await ensure_stream(js)
     stop = asyncio.Event()
-    relay = Relay(store, js, database_url)
-    # A long poll interval: only bus messages can make the projection keep up here.
-    projector = Projector(projection, idle_poll_seconds=3600)
-    subscription = Subscription(
-        js,
-        durable=CONSUMER_PROJECTOR,
-        filter_subjects=[ALL_EVENTS],
-        handler=projector.handle,
-        ack_wait=5,
-        concurrency=1,
-    )
-    tasks = [
-        asyncio.create_task(relay.run(stop)),
-        asyncio.create_task(subscription.run(stop)),
-        asyncio.create_task(projector.poll(stop)),
-    ]
+    # A long safety interval: only the store's commits can make the projection keep up here.
+    projector = Projector(projection, safety_seconds=3600)
+    task = asyncio.create_task(projector.follow(stop))
     try:
         await asyncio.to_thread(history, store)
         for _ in range(200):
@@ -536,8 +513,51 @@ async def test_the_projector_follows_the_bus(
         assert await asyncio.to_thread(projection.position) == store.max_position()
     finally:
         stop.set()
-        await asyncio.gather(*tasks)
-        await nc.close()
+        await asyncio.wait_for(task, 5)
+    assert rebuild(database_url).checksums == checksums(database_url)
+
+
+def projected(database_url: str) -> int:
+    """The read models' position, as another reader of them sees it."""
+    with psycopg.connect(database_url) as conn:
+        return readmodels.projector_position(conn)
+
+
+async def test_the_projector_catches_up_after_losing_its_connections_to_the_store(
+    database_url: str, store: JobStore, projection: Projection
+) -> None:
+    await asyncio.to_thread(projection.setup)
+    stop = asyncio.Event()
+    projector = Projector(projection, safety_seconds=3600, retry_seconds=0.2)
+    task = asyncio.create_task(projector.follow(stop))
+    try:
+        await asyncio.to_thread(submit, store)
+        for _ in range(100):
+            if await asyncio.to_thread(projected, database_url) == store.max_position():
+                break
+            await asyncio.sleep(0.05)
+        # Every connection to the database but this one goes (as when PostgreSQL restarts):
+        # the projection's, its listening one, and the store's pool.
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        for _ in range(10):  # the store's pool finds its connections broken, one by one
+            try:
+                await asyncio.to_thread(submit, store)
+                break
+            except (PersistenceError, psycopg.Error):
+                continue
+        await asyncio.to_thread(history, store)
+        for _ in range(200):
+            if await asyncio.to_thread(projected, database_url) == store.max_position():
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(projected, database_url) == store.max_position()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
     assert rebuild(database_url).checksums == checksums(database_url)
 
 
@@ -602,10 +622,7 @@ async def test_the_projector_process_projects_and_stops_cleanly(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    nc = await connect(nats_url, name="test")
-    await ensure_stream(nc.jetstream())
-    stop = asyncio.Event()
-    relay_task = asyncio.create_task(Relay(store, nc.jetstream(), database_url).run(stop))
+    # No relay: the projector follows the store, not the bus.
     try:
         await asyncio.to_thread(history, store)
         for _ in range(300):
@@ -622,9 +639,6 @@ async def test_the_projector_process_projects_and_stops_cleanly(
     finally:
         proc.send_signal(signal.SIGTERM)
         returncode = await asyncio.to_thread(proc.wait, 30)
-        stop.set()
-        await relay_task
-        await nc.close()
         stderr = proc.stderr.read().decode() if proc.stderr else ""
         if proc.stderr:
             proc.stderr.close()

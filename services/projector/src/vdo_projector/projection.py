@@ -1,10 +1,10 @@
 """Keeping the read models in step with the event store: in global position order, exactly once.
 
-A bus message only says "the log has grown to position P"; what is applied is read from the
-store, after the position recorded in the tracking row. The row is locked (``FOR UPDATE``) for
-the whole batch and moved forward in the same transaction as the read-model writes, so a
-duplicate or out-of-order message finds nothing left to do, and two replicas never apply the
-same event twice: the second waits for the first, then reads on from where it stopped.
+A commit to the store only says "the log has grown"; what is applied is read from the store,
+after the position recorded in the tracking row. The row is locked (``FOR UPDATE``) for the
+whole batch and moved forward in the same transaction as the read-model writes, so a repeated
+or late catch-up finds nothing left to do, and two replicas never apply the same event twice:
+the second waits for the first, then reads on from where it stopped.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class Projection:
     def catch_up(self, until: int | None = None) -> int:
         """Apply every stored event not yet projected; returns how many were applied.
 
-        ``until`` is the position a message announced: when the read models already reach it
-        there is nothing to do and no lock is taken.
+        ``until`` is a position the caller knows is stored: when the read models already reach
+        it there is nothing to do and no lock is taken.
         """
         with self._lock:
             try:
@@ -85,7 +85,7 @@ class Projection:
                 break
         if until is not None and position < until:
             log.warning(
-                "a message announced a position the store does not hold",
+                "a catch-up was asked for a position the store does not hold",
                 announced=until,
                 stored=position,
             )

@@ -1,6 +1,7 @@
-"""The projector process: bus messages wake the projection up; a one-second poll catches what
-a lost or late message would have, and the start catches up on whatever came before. It also
-answers the gateway's requests to verify the read models (`POST /api/admin/verify`)."""
+"""The projector process: it follows the store's commits (`vdo_kernel.follow`), catching up
+on each from the position its tracking row holds; the start catches up on whatever came
+before, and a lost connection to the store is listened again and caught up from there. It
+also answers the gateway's requests to verify the read models (`POST /api/admin/verify`)."""
 
 from __future__ import annotations
 
@@ -11,40 +12,63 @@ import json
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as CoreSubscription
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from vdo_kernel import logs
-from vdo_kernel.consumer import Delivery, Subscription
+from vdo_kernel.follow import SAFETY_SECONDS, commits
 from vdo_kernel.service import started
 from vdo_kernel.settings import Settings
-from vdo_kernel.subjects import ADMIN_VERIFY, CONSUMER_PROJECTOR, STREAM_SUBJECTS, VERIFY_QUEUE
+from vdo_kernel.subjects import ADMIN_VERIFY, RETIRED_CONSUMER_PROJECTOR, STREAM, VERIFY_QUEUE
 from vdo_projector.projection import Projection
 from vdo_projector.verify import verify
 
 log = logs.get(__name__)
 
-IDLE_POLL_SECONDS = 1.0
+# How long a catch-up that failed waits before it is tried again.
+RETRY_SECONDS = 1.0
 
 
 class Projector:
-    """Translates deliveries and the clock into catch-ups of one projection."""
+    """Translates the store's commits into catch-ups of one projection."""
 
-    def __init__(self, projection: Projection, *, idle_poll_seconds: float = IDLE_POLL_SECONDS):
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        safety_seconds: float = SAFETY_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
+    ):
         self.projection = projection
-        self.idle_poll_seconds = idle_poll_seconds
+        self.safety_seconds = safety_seconds
+        self.retry_seconds = retry_seconds
 
-    async def handle(self, delivery: Delivery) -> None:
-        # The message's position is only a lower bound on what to apply; its content is not
-        # used, so order and duplicates on the bus do not matter.
-        await asyncio.to_thread(self.projection.catch_up, delivery.message.position)
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Catch up after each commit until `stop` is set."""
+        channel = self.projection.store.recorder.channel_name
+        async for _ in commits(
+            self.projection.database_url, channel, stop, safety_seconds=self.safety_seconds
+        ):
+            await self.catch_up(stop)
 
-    async def poll(self, stop: asyncio.Event) -> None:
+    async def catch_up(self, stop: asyncio.Event) -> None:
+        """Apply everything stored and not yet projected; a failure is tried again shortly
+        (not at the next commit, which may be long in coming)."""
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.projection.catch_up)
+                return
             except Exception as error:
                 log.warning("catch-up failed; retrying", error=repr(error))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.idle_poll_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=self.retry_seconds)
+
+
+async def retire_bus_consumer(js: JetStreamContext) -> None:
+    """Delete the durable consumer earlier projectors were woken through, if it is still
+    there: nothing reads it any more, and its pending count would read as a lag."""
+    with contextlib.suppress(NotFoundError):
+        await js.delete_consumer(STREAM, RETIRED_CONSUMER_PROJECTOR)
 
 
 class VerifyResponder:
@@ -84,17 +108,8 @@ async def run_projector(settings: Settings | None = None) -> None:
             await asyncio.to_thread(projection.setup)
             projector = Projector(projection)
             await answer_verify_requests(up.nc, up.database_url)
-            subscription = Subscription(
-                up.js,
-                durable=CONSUMER_PROJECTOR,
-                filter_subjects=list(STREAM_SUBJECTS),
-                handler=projector.handle,
-                ack_wait=up.settings.ack_wait_seconds,
-                # One at a time: each catch-up applies everything available, so parallel
-                # deliveries would only queue on the tracking lock.
-                concurrency=1,
-            )
+            await retire_bus_consumer(up.js)
             log.info("projector started", position=await asyncio.to_thread(projection.position))
-            await asyncio.gather(subscription.run(up.stop), projector.poll(up.stop))
+            await projector.follow(up.stop)
         finally:
             await asyncio.to_thread(projection.close)
