@@ -377,6 +377,27 @@ async def test_openapi_describes_the_create_and_public_models(client: httpx.Asyn
     assert "/api/jobs/{job_id}/events" in schema["paths"]
 
 
+async def test_the_pipeline_is_published_as_the_domain_states_it(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/pipeline")
+    assert response.status_code == 200, response.text
+    pipeline = response.json()
+    assert [(s["step"], s["phase"], s["role"], s["rejecting"]) for s in pipeline["steps"]] == [
+        ("plan", "planning", "planner", None),
+        ("build", "building", "builder", None),
+        ("write_tests", "testing", "tester", None),
+        ("run_tests", "testing", None, "failed"),
+        ("review", "reviewing", "reviewer", "changes_requested"),
+        ("sandbox_run", "sandboxing", None, "down"),
+    ]
+    assert pipeline["steps"][4]["outcomes"] == ["approved", "changes_requested"]
+    assert pipeline["phases"] == ["planning", "building", "testing", "reviewing", "sandboxing"]
+    assert pipeline["ai_phases"] == ["planner", "builder", "tester", "reviewer"]
+    assert pipeline["attempt_start"] == "build"
+    assert "changes_requested" in pipeline["outcomes"]
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.com"])
 def test_with_authentication_off_the_gateway_refuses_a_non_loopback_host(
     settings: Settings, host: str

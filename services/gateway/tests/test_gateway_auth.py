@@ -240,6 +240,8 @@ MATRIX: dict[tuple[str, str], tuple[Make, dict[str, int]]] = {
     ("GET", "/api/jobs/{job_id}/events"): (job_call("/events"), JOB_READ),
     ("GET", "/api/jobs/{job_id}/plan"): (job_call("/plan"), JOB_SEEN),
     ("GET", "/api/stats"): (plain("/api/stats"), readable()),
+    # The pipeline's vocabulary: the same for everyone.
+    ("GET", "/api/pipeline"): (plain("/api/pipeline"), readable()),
     ("GET", "/api/me"): (plain("/api/me"), readable()),
     ("GET", "/api/users"): (plain("/api/users"), admin_only(200)),
     ("POST", "/api/users"): (new_user_call, admin_only(201)),

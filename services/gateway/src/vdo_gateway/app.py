@@ -25,6 +25,7 @@ from vdo_gateway.routes import (
     health,
     joblogs,
     jobs,
+    pipeline,
     plans,
     providers,
     stats,
@@ -126,6 +127,7 @@ def create_app(
         artifacts.router,
         joblogs.router,
         plans.router,
+        pipeline.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     # What no route matches: the dashboard's pages and files (never a path under /api).

@@ -27,17 +27,24 @@ from pydantic import (
 from vdo_kernel.accounts import TOKEN_NAME_MAX, Token, User
 from vdo_kernel.domain import (
     AI_PHASES,
+    ALLOWED_OUTCOMES,
+    ATTEMPT_START,
     DEFAULT_PRIORITY,
     DESCRIPTION_MAX,
     MAX_ATTEMPTS_LIMIT,
     MODEL_PROVIDERS,
+    PIPELINE,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    REJECTING_OUTCOMES,
     STATUS_LABELS,
     STEP_PHASE,
+    STEP_ROLE,
     TITLE_MAX,
     AiPhase,
     Job,
+    Outcome,
+    Phase,
     Status,
     Step,
 )
@@ -1163,6 +1170,52 @@ class ProviderTestPublic(BaseModel):
     answer: str = Field(description="the start of the provider's answer")
     error: str | None = Field(description="the provider's error, if it failed (no key in it)")
     latency_ms: float | None = Field(description="how long the request took")
+
+
+class PipelineStepPublic(BaseModel):
+    """One step of the pipeline, as the domain states it."""
+
+    step: Step
+    phase: Phase = Field(description="the phase the step belongs to")
+    role: AiPhase | None = Field(
+        description="the AI phase whose models the step's calls use; null: it calls no model"
+    )
+    outcomes: list[Outcome] = Field(description="the outcomes the step may finish with")
+    rejecting: Outcome | None = Field(
+        description="the verdict that sends the job back to the build with feedback (or fails "
+        "it on its last attempt); null: the step gives no verdict"
+    )
+
+
+class PipelinePublic(BaseModel):
+    """The job pipeline's vocabulary, for clients to keep no copy of their own."""
+
+    steps: list[PipelineStepPublic] = Field(description="every step, in the order they run")
+    phases: list[Phase] = Field(description="the phases, in the order they run")
+    outcomes: list[Outcome] = Field(description="every outcome a step may finish with")
+    ai_phases: list[AiPhase] = Field(description="the phases done with a model, in order")
+    attempt_start: Step = Field(
+        description="the step a new attempt starts at (the plan is made once per job)"
+    )
+
+    @classmethod
+    def from_domain(cls) -> PipelinePublic:
+        return cls(
+            steps=[
+                PipelineStepPublic(
+                    step=step,
+                    phase=STEP_PHASE[step],
+                    role=STEP_ROLE.get(step),
+                    outcomes=[o for o in Outcome if o in ALLOWED_OUTCOMES[step]],
+                    rejecting=REJECTING_OUTCOMES.get(step),
+                )
+                for step in PIPELINE
+            ],
+            phases=list(Phase),
+            outcomes=list(Outcome),
+            ai_phases=list(AI_PHASES),
+            attempt_start=ATTEMPT_START,
+        )
 
 
 def _role(value: str) -> RoleName:
