@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     # the highest priority first, first come first served within a priority.
     max_running_jobs: int = Field(default=4, ge=1, le=10_000)
     max_running_jobs_per_user: int = Field(default=1, ge=1, le=10_000)
-    # The scheduler wakes on the bus; this often regardless (a message lost is a delay, no more).
-    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # The scheduler wakes on each commit to the store (LISTEN/NOTIFY); when it hears none for
+    # this long it looks regardless and checks its connection: a safety interval, not a poll.
+    scheduler_poll_seconds: float = Field(default=60.0, gt=0)
     # Phase services hear of a cancellation on the bus; this often they also ask the store about
     # the jobs they are working on (a message lost meanwhile is then a delay, no more).
     cancel_check_seconds: float = Field(default=5.0, gt=0)

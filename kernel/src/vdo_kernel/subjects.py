@@ -33,9 +33,8 @@ STEP_EVENTS: Final = frozenset({"StepStarted", "StepResumed", "StepFinished", "S
 # Events published with the step they concern added to the subject: the step events, and the
 # admission (whose step is the one it makes due: planning, or where a retry resumes).
 STEP_ROUTED_EVENTS: Final = STEP_EVENTS | {"JobAdmitted"}
-# What ends a job, and what the scheduler of the queue wakes up on.
+# What ends a job.
 END_EVENTS: Final = frozenset({"JobCompleted", "JobFailed", "JobCancelled"})
-QUEUE_EVENTS: Final = frozenset({"JobSubmitted", "JobRetried", *END_EVENTS})
 
 
 def event_subject(event_type: str, step: str | None = None) -> str:

@@ -3,16 +3,19 @@ never on a stale decision, and jobs from before the queue existed."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from uuid import UUID
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from vdo_kernel.domain import DEFAULT_PRIORITY, Due, Job, Status, Step
+from vdo_kernel.settings import Settings
 from vdo_kernel.store import JobStore
 from vdo_scheduler.queue import Limits
-from vdo_scheduler.scheduler import Scheduler
+from vdo_scheduler.scheduler import Scheduler, lead
 
 
 def submit(store: JobStore, by: str = "ada", priority: int = DEFAULT_PRIORITY) -> UUID:
@@ -205,3 +208,56 @@ def test_jobs_from_before_the_queue_are_scheduled_like_the_others(
     assert scheduler.settle() == 1
     assert admitted_in_order(store) == [waiting]
     assert store.get(waiting).due() == Due(Step.PLAN, 1)
+
+
+async def admitted_within(store: JobStore, expected: list[UUID], seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while await asyncio.to_thread(admitted_in_order, store) != expected:
+            await asyncio.sleep(0.02)
+
+
+async def test_the_leader_admits_on_the_next_commit_not_on_a_clock(
+    store: JobStore, database_url: str
+) -> None:
+    # A safety interval of an hour: only the store's commits can wake the scheduler here.
+    settings = Settings(
+        database_url=database_url,
+        scheduler_poll_seconds=3600,
+        max_running_jobs=1,
+        max_running_jobs_per_user=1,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(lead(store, settings, database_url, stop))
+    try:
+        first = await asyncio.to_thread(submit, store, "ada")
+        await admitted_within(store, [first], 3)
+        second = await asyncio.to_thread(submit, store, "bob")
+        await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(admitted_in_order, store) == [first]
+        await asyncio.to_thread(end, store, first)
+        await admitted_within(store, [first, second], 3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_leader_that_loses_its_lock_connection_stops_leading_at_once(
+    store: JobStore, database_url: str
+) -> None:
+    settings = Settings(database_url=database_url, scheduler_poll_seconds=3600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(lead(store, settings, database_url, stop))
+    try:
+        job = await asyncio.to_thread(submit, store, "ada")
+        await admitted_within(store, [job], 3)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND granted"
+            )
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(task, 5)
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 5)

@@ -16,9 +16,11 @@ Exactly once, and never over the limits:
   written, and each job's admission is checked by optimistic concurrency (a job cancelled
   meanwhile fails the round, which is then decided again on the new state).
 
-It wakes up on the bus (a job submitted, retried or ended: the events that can free a place or
-fill the queue), on core NATS without a consumer to keep, and every `scheduler_poll_seconds`
-regardless, so a message missed is a delay, never a stuck queue.
+It follows the store (`vdo_kernel.follow`): each commit wakes it, heard on the connection that
+holds its lock (so hearing one also says it still leads), and a round reads on from the queue's
+position. `scheduler_poll_seconds` is only the safety interval after which it looks (and checks
+that connection) when nothing was heard. A lost connection ends the leadership; leading again
+folds the queue in from the log, so a commit made meanwhile is a delay, never a stuck queue.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import PersistenceError, Tracking
-from nats.aio.msg import Msg
 
 from vdo_kernel import logs
+from vdo_kernel.follow import listen, next_commit
 from vdo_kernel.leadership import become_leader
 from vdo_kernel.service import started, worker_name
 from vdo_kernel.settings import Settings
@@ -41,7 +43,7 @@ from vdo_kernel.store import (
     JobNotFoundError,
     JobStore,
 )
-from vdo_kernel.subjects import QUEUE_EVENTS, SCHEDULER, event_subject
+from vdo_kernel.subjects import SCHEDULER
 from vdo_scheduler.queue import QUEUE_TYPES, Limits, Queue
 
 log = logs.get(__name__)
@@ -126,13 +128,7 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
-async def lead(
-    store: JobStore,
-    settings: Settings,
-    database_url: str,
-    wake: asyncio.Event,
-    stop: asyncio.Event,
-) -> None:
+async def lead(store: JobStore, settings: Settings, database_url: str, stop: asyncio.Event) -> None:
     """Wait to be the leader, then schedule until stopped (or the lock's connection is lost:
     the caller tries again)."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
@@ -140,6 +136,8 @@ async def lead(
             conn, SCHEDULER_LOCK_KEY, stop, waiting="another scheduler is leading; standing by"
         ):
             return
+        # Before the first round, so that no commit made during it goes unheard.
+        await listen(conn, store.recorder.channel_name)
         limits = limits_of(settings)
         scheduler = Scheduler(store, limits, worker=worker_name("scheduler"))
         log.info(
@@ -148,41 +146,23 @@ async def lead(
             max_running_jobs_per_user=limits.max_per_user,
         )
         while not stop.is_set():
-            # Still the leader: the lock lives as long as this connection does.
-            await conn.execute("SELECT 1")
-            wake.clear()
             await asyncio.to_thread(scheduler.settle)
-            # Woken by the bus (or by the stop), or after the poll interval.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=settings.scheduler_poll_seconds)
+            # Woken by the next commit (or by the stop), or after the safety interval, when
+            # the lock's connection is checked: the lock lives as long as it does.
+            await next_commit(conn, stop, settings.scheduler_poll_seconds)
 
 
 async def run_scheduler(settings: Settings | None = None) -> None:
     """The scheduler process: `python -m vdo_scheduler`."""
     async with started("scheduler", settings or Settings()) as up:
-        wake = asyncio.Event()
-
-        async def heard(msg: Msg) -> None:
-            wake.set()
-
-        async def wake_on_stop() -> None:
-            await up.stop.wait()
-            wake.set()
-
-        for event_type in sorted(QUEUE_EVENTS):
-            await up.nc.subscribe(event_subject(event_type), cb=heard)
-        stopping = asyncio.create_task(wake_on_stop())
-        try:
-            while not up.stop.is_set():
-                try:
-                    await lead(up.store, up.settings, up.database_url, wake, up.stop)
-                except (psycopg.Error, PersistenceError, OSError) as error:
-                    log.warning("scheduler lost the database; trying again", error=str(error))
-                except Exception:
-                    log.exception("scheduling failed; trying again")
-                else:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(up.stop.wait(), timeout=1.0)
-        finally:
-            stopping.cancel()
+        while not up.stop.is_set():
+            try:
+                await lead(up.store, up.settings, up.database_url, up.stop)
+            except (psycopg.Error, PersistenceError, OSError) as error:
+                log.warning("scheduler lost the database; trying again", error=str(error))
+            except Exception:
+                log.exception("scheduling failed; trying again")
+            else:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(up.stop.wait(), timeout=1.0)
