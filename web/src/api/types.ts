@@ -36,8 +36,12 @@ export type ProviderTest = Schemas["ProviderTestPublic"];
  * unless it chooses its own, and whether only the built-in scripted model is there. */
 export type ModelDefaults = Schemas["ModelDefaultsPublic"];
 
-export const PHASES = ["planning", "building", "testing", "reviewing", "sandboxing"] as const;
-export type Phase = (typeof PHASES)[number];
+/** What `GET /api/pipeline` answers: the steps of a job in order, with their phase, AI phase and
+ * rejecting verdict; the phases and the outcomes, as the domain states them. */
+export type Pipeline = Schemas["PipelinePublic"];
+export type PipelineStep = Schemas["PipelineStepPublic"];
+export type Phase = Schemas["Phase"];
+export const PHASES: readonly Phase[] = ["planning", "building", "testing", "reviewing", "sandboxing"];
 export const AI_PHASES = ["planner", "builder", "tester", "reviewer"] as const;
 export type AiPhase = (typeof AI_PHASES)[number];
 export const STATUSES: Status[] = ["queued", "running", "completed", "failed", "cancelled"];

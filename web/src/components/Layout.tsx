@@ -1,6 +1,7 @@
 import { BarChart3, ListChecks, LogOut, Plus, Settings } from "lucide-react";
 import { NavLink, Outlet } from "react-router-dom";
 import { useAuth } from "../auth";
+import { usePipeline } from "../lib/pipeline";
 import { useLiveStatus } from "../live/status";
 import { ConnectionIndicator, StaleBanner } from "./ConnectionIndicator";
 
@@ -12,6 +13,8 @@ const link = ({ isActive }: { isActive: boolean }) =>
 export function Layout() {
   const { me, signOut } = useAuth();
   const status = useLiveStatus();
+  // Asked for as soon as someone is signed in, so that a job's page has it from the start.
+  usePipeline();
   return (
     <div className="min-h-screen">
       <a href="#main" className="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-50 focus:rounded focus:bg-white focus:p-2">

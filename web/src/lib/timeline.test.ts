@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { JobEvent } from "../api/types";
+import type { JobEvent, Pipeline, PipelineStep } from "../api/types";
 import { course } from "./timeline";
 
 let position = 0;
@@ -20,11 +20,34 @@ const started = (step: string, attempt: number, s: number) => event("StepStarted
 const finished = (step: string, attempt: number, outcome: string, s: number) =>
   event("StepFinished", { step, attempt, outcome, summary: `${step} ${outcome}`, details: {} }, s);
 
+// What `GET /api/pipeline` answers.
+const step = (name: PipelineStep["step"], phase: PipelineStep["phase"], rejecting: PipelineStep["rejecting"] = null): PipelineStep => ({
+  step: name,
+  phase,
+  role: null,
+  outcomes: [],
+  rejecting,
+});
+const PIPELINE: Pipeline = {
+  steps: [
+    step("plan", "planning"),
+    step("build", "building"),
+    step("write_tests", "testing"),
+    step("run_tests", "testing", "failed"),
+    step("review", "reviewing", "changes_requested"),
+    step("sandbox_run", "sandboxing", "down"),
+  ],
+  phases: ["planning", "building", "testing", "reviewing", "sandboxing"],
+  outcomes: ["ok", "passed", "failed", "approved", "changes_requested", "up", "down"],
+  ai_phases: ["planner", "builder", "tester", "reviewer"],
+  attempt_start: "build",
+};
+
 describe("course", () => {
   it("follows a job through its phases, with durations", () => {
     const events = [event("JobSubmitted", {}, 0), event("JobAdmitted", {}, 1), started("plan", 1, 1), finished("plan", 1, "ok", 3), started("build", 1, 3)];
     const now = Date.UTC(2026, 0, 1, 0, 0, 8);
-    const job = course(events, now);
+    const job = course(events, PIPELINE, now);
     expect(job.status).toBe("running");
     const [planning, building, testing] = job.phases;
     expect(planning).toMatchObject({ state: "done", seconds: 2 });
@@ -45,8 +68,8 @@ describe("course", () => {
       started("run_tests", 1, 3),
       finished("run_tests", 1, "failed", 4),
     ];
-    expect(course(events).phases[2]?.state).toBe("rejected");
-    const next = course([...events, event("AttemptStarted", { attempt: 2 }, 4), started("build", 2, 4)]);
+    expect(course(events, PIPELINE).phases[2]?.state).toBe("rejected");
+    const next = course([...events, event("AttemptStarted", { attempt: 2 }, 4), started("build", 2, 4)], PIPELINE);
     expect(next.attempt).toBe(2);
     expect(next.phases.map((p) => p.state)).toEqual(["done", "running", "pending", "pending", "pending"]);
   });
@@ -60,11 +83,11 @@ describe("course", () => {
       finished("build", 1, "ok", 2),
       event("JobCancelled", { reason: "not needed" }, 3),
     ];
-    const cancelled = course(events);
+    const cancelled = course(events, PIPELINE);
     expect(cancelled.status).toBe("cancelled");
     expect(cancelled.reason).toBe("not needed");
     expect(cancelled.phases[2]?.state).toBe("stopped");
-    const retried = course([...events, event("JobRetried", { attempt: 2 }, 4), started("write_tests", 2, 5)]);
+    const retried = course([...events, event("JobRetried", { attempt: 2 }, 4), started("write_tests", 2, 5)], PIPELINE);
     expect(retried.status).toBe("queued");
     expect(retried.phases[1]?.state).toBe("reused");
     expect(retried.phases[2]?.state).toBe("running");
@@ -72,7 +95,7 @@ describe("course", () => {
 
   it("counts a step that could not be done as failed", () => {
     const events = [event("JobSubmitted", {}, 0), started("plan", 1, 0), event("StepFailed", { step: "plan", attempt: 1, reason: "no model" }, 1), event("JobFailed", { reason: "planning failed" }, 1)];
-    const job = course(events);
+    const job = course(events, PIPELINE);
     expect(job.phases[0]?.state).toBe("failed");
     expect(job.status).toBe("failed");
     expect(job.reason).toBe("planning failed");

@@ -1,26 +1,8 @@
 // A job's course, read from its events alone (the live updates send them in order): its status,
 // its steps' runs with their times and outcomes, and each phase's state in the current attempt.
-import type { JobEvent, Phase, Status } from "../api/types";
-import { PHASES } from "../api/types";
-
-export const STEP_PHASE: Record<string, Phase> = {
-  plan: "planning",
-  build: "building",
-  write_tests: "testing",
-  run_tests: "testing",
-  review: "reviewing",
-  sandbox_run: "sandboxing",
-};
-export const PHASE_STEPS: Record<Phase, string[]> = {
-  planning: ["plan"],
-  building: ["build"],
-  testing: ["write_tests", "run_tests"],
-  reviewing: ["review"],
-  sandboxing: ["sandbox_run"],
-};
-const STEP_ORDER = Object.keys(STEP_PHASE);
-// Outcomes that send a job back (or end it on its last attempt).
-const REJECTING = new Set(["failed", "changes_requested", "down"]);
+// The pipeline's order, phases and verdicts come from the gateway (`GET /api/pipeline`).
+import type { JobEvent, Phase, Pipeline, Status } from "../api/types";
+import { phaseSteps, rejectingOutcomes, stepPhase } from "./pipeline";
 
 export interface StepRun {
   step: string;
@@ -59,7 +41,8 @@ const ms = (timestamp: string) => Date.parse(timestamp);
 const str = (value: unknown) => (typeof value === "string" ? value : "");
 const num = (value: unknown) => (typeof value === "number" ? value : 0);
 
-export function course(events: JobEvent[], now: number = Date.now()): Course {
+/** The job's course; with no pipeline yet (still on its way), its runs without phases. */
+export function course(events: JobEvent[], pipeline: Pipeline | null, now: number = Date.now()): Course {
   let status: Status | null = null;
   let attempt = 1;
   let endedAt: number | null = null;
@@ -96,7 +79,7 @@ export function course(events: JobEvent[], now: number = Date.now()): Course {
         } else {
           runs.set(key, {
             step,
-            phase: STEP_PHASE[step] ?? "planning",
+            phase: stepPhase(pipeline, step) ?? "planning",
             attempt: num(data.attempt),
             startedAt: at,
             finishedAt: null,
@@ -137,23 +120,22 @@ export function course(events: JobEvent[], now: number = Date.now()): Course {
         break;
     }
   }
-  const ordered = [...runs.values()].sort(
-    (a, b) => a.attempt - b.attempt || STEP_ORDER.indexOf(a.step) - STEP_ORDER.indexOf(b.step),
-  );
+  const order: string[] = pipeline?.steps.map((s) => s.step) ?? [];
+  const ordered = [...runs.values()].sort((a, b) => a.attempt - b.attempt || order.indexOf(a.step) - order.indexOf(b.step));
   const ended = status === "completed" || status === "failed" || status === "cancelled";
   return {
     status,
     attempt,
     runs: ordered,
-    phases: PHASES.map((phase, index) => phaseView(phase, index, ordered, attempt, ended ? (endedAt ?? now) : now, ended)),
+    phases: pipeline ? pipeline.phases.map((phase) => phaseView(pipeline, phase, ordered, attempt, ended ? (endedAt ?? now) : now, ended)) : [],
     endedAt,
     reason,
   };
 }
 
 function phaseView(
+  pipeline: Pipeline,
   phase: Phase,
-  index: number,
   runs: StepRun[],
   attempt: number,
   now: number,
@@ -165,7 +147,8 @@ function phaseView(
   let reused = false;
   if (own.length === 0) {
     // A retry that started later reuses this phase's last results from an earlier attempt.
-    const laterStarted = runs.some((r) => r.attempt === attempt && PHASES.indexOf(r.phase) > index);
+    const index = pipeline.phases.indexOf(phase);
+    const laterStarted = runs.some((r) => r.attempt === attempt && pipeline.phases.indexOf(r.phase) > index);
     if (laterStarted) {
       const earlier = runs.filter((r) => r.phase === phase && r.attempt < attempt);
       const last = earlier.at(-1)?.attempt;
@@ -180,11 +163,11 @@ function phaseView(
   const open = own.some((r) => r.finishedAt === null);
   const finishedAt = open ? null : Math.max(...own.map((r) => r.finishedAt ?? 0));
   const seconds = own.reduce((total, r) => total + ((r.finishedAt ?? now) - r.startedAt) / 1000, 0);
-  const complete = PHASE_STEPS[phase].every((step) => own.some((r) => r.step === step && r.finishedAt !== null));
+  const complete = phaseSteps(pipeline, phase).every((step) => own.some((r) => r.step === step && r.finishedAt !== null));
   let state: PhaseState;
   if (reused) state = "reused";
   else if (own.some((r) => r.outcome === "error")) state = "failed";
-  else if (own.some((r) => r.outcome !== null && REJECTING.has(r.outcome))) state = "rejected";
+  else if (own.some((r) => r.outcome !== null && rejectingOutcomes(pipeline).has(r.outcome))) state = "rejected";
   else if (open || !complete) state = ended ? "stopped" : "running";
   else state = "done";
   return { phase, state, attempt: own[0]?.attempt ?? null, startedAt, finishedAt, seconds: Math.max(0, seconds) };

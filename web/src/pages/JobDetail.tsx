@@ -12,7 +12,8 @@ import { Timeline } from "../components/Timeline";
 import { useAuth } from "../auth";
 import { bytes, duration, tokens, usd, when } from "../lib/format";
 import { refusalOf } from "../lib/providers";
-import { STEP_PHASE, course, type StepRun } from "../lib/timeline";
+import { stepPhase, usePipeline } from "../lib/pipeline";
+import { course, type StepRun } from "../lib/timeline";
 import { useNow } from "../lib/useNow";
 import type { LiveLogLine } from "../live/connection";
 import { useLive } from "../live/useLive";
@@ -130,7 +131,8 @@ export function JobDetailPage() {
   }, [detail, lastVersion, loadDetail]);
 
   const { me } = useAuth();
-  const job = useMemo(() => course(events, now), [events, now]);
+  const pipeline = usePipeline();
+  const job = useMemo(() => course(events, pipeline, now), [events, pipeline, now]);
   const status = job.status ?? detail?.status ?? null;
   const refusal = refusalOf(status, job.reason ?? detail?.finished_reason);
   if (notFound) return <p role="alert" className="card p-4 text-sm">{notFound} <Link className="text-indigo-800 underline" to="/jobs">Back to the jobs</Link></p>;
@@ -520,6 +522,7 @@ function Files({ id, version }: { id: string; version: string }) {
 }
 
 function Log({ id, events, liveLines }: { id: string; events: JobEvent[]; liveLines: (LiveLogLine & { seq: number })[] }) {
+  const pipeline = usePipeline();
   const [lines, setLines] = useState<LogLine[]>([]);
   const load = useCallback(async () => {
     const { data } = await api.GET("/api/jobs/{job_id}/logs", { params: { path: { job_id: id }, query: { include: ["replies"], limit: 5000 } } });
@@ -546,7 +549,7 @@ function Log({ id, events, liveLines }: { id: string; events: JobEvent[]; liveLi
       .filter((l) => !ended.has(`${l.step}:${l.attempt}`))
       .map((l) => ({
         key: `l${l.seq}`,
-        phase: STEP_PHASE[l.step] ?? null,
+        phase: stepPhase(pipeline, l.step) ?? null,
         stream: l.stream,
         level: "info" as const,
         text: l.text,
