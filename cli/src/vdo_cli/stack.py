@@ -31,6 +31,7 @@ import httpx
 
 from vdo_cli.embedded import EmbeddedNats, EmbeddedPostgres, die_with_parent
 from vdo_cli.ownership import DataDirectoryLock
+from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.settings import Settings
 
 # In start order: the relay first (nothing reaches a service before it runs), the gateway last.
@@ -46,7 +47,7 @@ SERVICE_MODULES: dict[str, str] = {
     "gateway": "vdo_gateway",
 }
 ALL_SERVICES: tuple[str, ...] = tuple(SERVICE_MODULES)
-AI_SERVICES = frozenset({"planner", "builder", "tester", "reviewer"})
+AI_SERVICES = frozenset(AI_PHASES)
 PROVIDER_KEYS = frozenset({"ANTHROPIC_AUTH_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS"})
 # Credentials of the API itself: the stack uses the admin token before the services start, and
 # none of them needs it (nor a caller's token), so it never reaches one.
