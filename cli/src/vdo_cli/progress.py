@@ -10,7 +10,16 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from vdo_kernel.domain import PIPELINE, REJECTING_OUTCOMES, STEP_PHASE, Outcome, Phase, Status, Step
+from vdo_kernel.domain import (
+    ATTEMPT_START,
+    PIPELINE,
+    REJECTING_OUTCOMES,
+    STEP_PHASE,
+    Outcome,
+    Phase,
+    Status,
+    Step,
+)
 from vdo_kernel.figures import SCRIPTED_LABEL, cost_text, is_scripted, latency, tokens_text, usd
 from vdo_kernel.figures import number as _float
 from vdo_kernel.figures import whole_number as _int
@@ -104,10 +113,11 @@ class JobProgress:
 
     def _attempt_started(self, data: JSON) -> None:
         self.attempt = _int(data.get("attempt")) or self.attempt + 1
-        # Planning is done once; every other phase runs again with the feedback.
-        for phase, progress in self.phases.items():
-            if phase is not Phase.PLANNING:
-                progress.state = PhaseState.PENDING
+        # The phases from where a new attempt starts run again with the feedback (planning is
+        # done once).
+        again = {STEP_PHASE[step] for step in PIPELINE[PIPELINE.index(ATTEMPT_START) :]}
+        for phase in again:
+            self.phases[phase].state = PhaseState.PENDING
 
     def _step_started(self, data: JSON) -> None:
         self.status = Status.RUNNING
