@@ -123,8 +123,24 @@ async def next_commit(
 
 
 async def _first_notification(conn: psycopg.AsyncConnection[Any]) -> None:
-    async for _ in conn.notifies(stop_after=1):
-        return
+    # psycopg's own wait (`conn.notifies()` without a timeout) wakes ten times a second to look
+    # for interrupts; this waits for the socket instead, so an idle follower costs nothing.
+    loop = asyncio.get_running_loop()
+    while True:
+        async for _ in conn.notifies(timeout=0):  # what arrived: taken without waiting
+            return
+        readable: asyncio.Future[None] = loop.create_future()
+        fd = conn.fileno()
+        loop.add_reader(fd, _resolve, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
