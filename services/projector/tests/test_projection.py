@@ -19,13 +19,16 @@ from uuid import UUID
 import psycopg
 import pytest
 from eventsourcing.persistence import PersistenceError
+from nats.js.errors import NotFoundError
 
 from vdo_kernel import readmodels
 from vdo_kernel.accounts import Role, Token, User, new_token
+from vdo_kernel.bus import connect, ensure_consumer, ensure_stream
 from vdo_kernel.domain import Job, Outcome, Step
 from vdo_kernel.store import JobStore
+from vdo_kernel.subjects import ALL_EVENTS, RETIRED_CONSUMER_PROJECTOR, STREAM
 from vdo_projector.projection import Projection, checksums, rebuild
-from vdo_projector.service import Projector
+from vdo_projector.service import Projector, retire_bus_consumer
 
 PASSING = {
     Step.PLAN: Outcome.OK,
@@ -644,3 +647,17 @@ async def test_the_projector_process_projects_and_stops_cleanly(
             proc.stderr.close()
     assert returncode == 0, stderr
     assert rebuild(database_url).checksums == checksums(database_url)
+
+
+async def test_the_consumer_projectors_were_once_woken_through_is_deleted(nats_url: str) -> None:
+    nc = await connect(nats_url, name="test")
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js)
+        await ensure_consumer(js, RETIRED_CONSUMER_PROJECTOR, [ALL_EVENTS], ack_wait=5)
+        await retire_bus_consumer(js)
+        with pytest.raises(NotFoundError):
+            await js.consumer_info(STREAM, RETIRED_CONSUMER_PROJECTOR)
+        await retire_bus_consumer(js)  # gone already: nothing to do
+    finally:
+        await nc.close()

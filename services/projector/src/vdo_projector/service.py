@@ -67,8 +67,12 @@ class Projector:
 async def retire_bus_consumer(js: JetStreamContext) -> None:
     """Delete the durable consumer earlier projectors were woken through, if it is still
     there: nothing reads it any more, and its pending count would read as a lag."""
-    with contextlib.suppress(NotFoundError):
+    try:
         await js.delete_consumer(STREAM, RETIRED_CONSUMER_PROJECTOR)
+    except NotFoundError:
+        pass
+    except Exception as error:  # a tidy-up: the projection does not depend on it
+        log.warning("could not delete the projector's old consumer", error=repr(error))
 
 
 class VerifyResponder:
