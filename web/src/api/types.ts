@@ -42,6 +42,7 @@ export type Pipeline = Schemas["PipelinePublic"];
 export type PipelineStep = Schemas["PipelineStepPublic"];
 export type Phase = Schemas["Phase"];
 export const PHASES: readonly Phase[] = ["planning", "building", "testing", "reviewing", "sandboxing"];
-export const AI_PHASES = ["planner", "builder", "tester", "reviewer"] as const;
-export type AiPhase = (typeof AI_PHASES)[number];
+export type AiPhase = Schemas["AiPhase"];
+/** The form's order of the AI phases; the schema's enum checks every name. */
+export const AI_PHASES: readonly AiPhase[] = ["planner", "builder", "tester", "reviewer"];
 export const STATUSES: Status[] = ["queued", "running", "completed", "failed", "cancelled"];
