@@ -10,15 +10,14 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from models.tests.test_stream_limits import Tries
 from tests.fakeprovider import FakeProvider, Reply
 
 from vdo_kernel.settings import Settings
 from vdo_models.interface import (
     Message,
     ModelClient,
-    ModelReply,
     ModelRequest,
-    ProviderError,
     Route,
 )
 from vdo_models.providers import make_client
@@ -43,25 +42,6 @@ def request() -> ModelRequest:
         messages=(Message("user", "Write a word-count tool."),),
         max_output_tokens=SETTINGS.model_max_output_tokens,
     )
-
-
-class Tries:
-    def __init__(self) -> None:
-        self.started: list[float] = []
-        self.ended: list[tuple[float, str]] = []
-
-    async def try_started(self, route: Route, try_number: int) -> None:
-        self.started.append(time.monotonic())
-
-    async def try_finished(
-        self,
-        route: Route,
-        try_number: int,
-        reply: ModelReply | None,
-        error: ProviderError | None,
-        retry_in: float | None,
-    ) -> None:
-        self.ended.append((time.monotonic(), "ok" if error is None else str(error)))
 
 
 def test_the_settings_are_the_defaults_but_the_idle_timeout() -> None:
