@@ -17,8 +17,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from vdo_cli.accounts import register as register_accounts
-from vdo_cli.audit import load as load_audit
-from vdo_cli.audit import render as render_audit
 from vdo_cli.client import (
     ClientError,
     EventQuery,
@@ -34,15 +32,14 @@ from vdo_cli.client import (
     parse_routes,
     redact_url,
 )
-from vdo_cli.doctor import print_doctor
-from vdo_cli.doctor import report as doctor_report
-from vdo_cli.livelog import follow_every_job, follow_job
 from vdo_cli.portability import register as register_portability
-from vdo_cli.replay import run_replay
 from vdo_cli.sandbox_cmd import sandbox_app
 from vdo_cli.templates import register as register_templates
 from vdo_cli.views import history_table, job_detail, jobs_table, make_console, phases_table
 from vdo_cli.watch import cost_line, watch_job
+
+# Commands that need the event store, NATS or the sandbox import what they use when they run
+# (`vdo doctor`, `logs`, `audit`, `replay`, `sandbox ...`), so the others start quickly.
 from vdo_kernel import logs
 from vdo_kernel.domain import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN, Status
 from vdo_kernel.settings import Settings, SettingsError
@@ -216,6 +213,8 @@ def logs_command(
     """Follow the live log: model replies as they stream in, sandbox output line by line. With a
     job, through the gateway (your token's access), until the job ends; every job's at once
     needs the deployment's NATS."""
+    from vdo_cli.livelog import follow_every_job, follow_job
+
     print_text = lambda text: typer.echo(text, nl=False)  # noqa: E731
     with _reporting_errors(), _gateway(api) as gateway:
         try:
@@ -372,6 +371,8 @@ def replay(
     with the live ones table by table (exit 0 when equal, 1 when not)."""
     with _reporting_errors():
         url = database_url(_settings())
+        from vdo_cli.replay import run_replay
+
         raise typer.Exit(run_replay(url, make_console(), verify=verify, as_json=as_json))
 
 
@@ -381,6 +382,9 @@ def doctor(
 ) -> None:
     """Which model providers are configured and reachable, which model each phase uses, and
     which sandbox would run generated code. Keys are never shown, only where they were found."""
+    from vdo_cli.doctor import print_doctor
+    from vdo_cli.doctor import report as doctor_report
+
     report = doctor_report(_settings())
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -393,6 +397,9 @@ def doctor(
 @app.command()
 def audit(job_id: Annotated[str, typer.Argument(metavar="ID", help="The job's id.")]) -> None:
     """The complete history of one job, read from the event log."""
+    from vdo_cli.audit import load as load_audit
+    from vdo_cli.audit import render as render_audit
+
     with _reporting_errors():
         render_audit(load_audit(database_url(_settings()), job_id), make_console())
 

@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from vdo_kernel.settings import Settings
-from vdo_sandbox.backend import SandboxUnavailableError
-from vdo_sandbox.choose import choose
-from vdo_sandbox.image import ImageBuildError, build_image
+
+# The sandbox's modules (and the Docker SDK under them) are imported by the commands that use
+# them: every other `vdo` command starts without them.
 
 sandbox_app = typer.Typer(
     help="The sandbox that runs generated code: build its image, see which backend is used.",
@@ -36,6 +36,8 @@ def build_image_command(
     force: Annotated[bool, typer.Option(help="Rebuild even when the image exists.")] = False,
 ) -> None:
     """Build the Python sandbox image locally (debootstrap + docker import; no registry)."""
+    from vdo_sandbox.image import ImageBuildError, build_image
+
     tag = tag or Settings().sandbox_image_python
     try:
         build_image(tag, suite=suite, mirror=mirror, force=force, progress=typer.echo)
@@ -47,6 +49,9 @@ def build_image_command(
 @sandbox_app.command("status")
 def status_command() -> None:
     """Which sandbox backend would run generated code here, and why."""
+    from vdo_sandbox.backend import SandboxUnavailableError
+    from vdo_sandbox.choose import choose
+
     try:
         choice = choose(Settings())
     except SandboxUnavailableError as error:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from vdo_kernel.accounts import (
     MAX_TOKEN_LENGTH,
@@ -33,7 +33,10 @@ from vdo_kernel.accounts import (
     token_digest,
     token_id_of,
 )
-from vdo_kernel.store import JobStore, StoredJobEvent
+
+if TYPE_CHECKING:
+    # Only named here: reading the token file (the CLI's every command) needs no event store.
+    from vdo_kernel.store import JobStore, StoredJobEvent
 
 FIRST_ADMIN: Final = "admin"
 # Who the first admin's events say made them.
