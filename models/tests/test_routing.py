@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.secrets import provider_base_url, provider_key
 from vdo_kernel.settings import Settings
 from vdo_kernel.steps import StepFailure
 from vdo_models.interface import Route
 from vdo_models.session import (
-    AI_PHASE_NAMES,
     PROVIDER_MODELS,
     Models,
     effective_environment,
@@ -26,7 +26,7 @@ KEY = "sk-test-0123456789abcdef"
 @pytest.mark.parametrize("provider", ["anthropic", "openai", "google"])
 def test_one_providers_key_runs_every_phase_on_that_provider(provider: str) -> None:
     settings = Settings()
-    for phase in AI_PHASE_NAMES:
+    for phase in AI_PHASES:
         routing = resolve_routes(phase, {}, settings, {provider})
         assert [r.provider for r in routing.routes] == [provider], phase
         default = Route.parse(str(getattr(settings, f"{phase}_model")))

@@ -28,6 +28,7 @@ from dotenv import dotenv_values
 from nats.aio.msg import Msg
 
 from vdo_kernel import logs
+from vdo_kernel.domain import AI_PHASES
 from vdo_kernel.reports import publish_report
 from vdo_kernel.secrets import PROVIDER_PREFIX, SecretStore, provider_base_url, provider_key
 from vdo_kernel.service import Started
@@ -230,9 +231,6 @@ def effective_environment(env: Mapping[str, str], stored: Mapping[str, str]) -> 
     return merged
 
 
-AI_PHASE_NAMES = ("planner", "builder", "tester", "reviewer")
-
-
 def routing_summary(
     settings: Settings, env: Mapping[str, str], stored: Mapping[str, str]
 ) -> list[str]:
@@ -251,7 +249,7 @@ def routing_summary(
         for s in sources
     )
     lines = [f"model providers: {keys}"]
-    for phase in AI_PHASE_NAMES:
+    for phase in AI_PHASES:
         try:
             routing = resolve_routes(phase, {}, settings, configured)
         except StepFailure as error:
